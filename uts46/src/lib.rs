@@ -1,0 +1,194 @@
+//! UTS #46 ToASCII, exactly as a Postfix built with ICU computes it.
+//!
+//! Postfix converts a site name to ASCII with ICU's `uidna_nameToASCII_UTF8`
+//! on a UTS #46 object opened with non-transitional processing (so `ß` stays
+//! `ß` and becomes `xn--...`), and with none of the optional checks (no
+//! STD3 rules, so `_` passes; no Bidi, no CONTEXTJ, no CONTEXTO). It
+//! accepts the result only when ICU reports no error at all. This crate is
+//! that one call, with nothing added: the checks Postfix makes before and
+//! after it (valid UTF-8, `valid_hostname()`) are rules, and the model and
+//! the implementation state them for themselves.
+//!
+//! Calling ICU itself, rather than a re-implementation, is deliberate: the
+//! `idna` crate always applies the Bidi and joiner checks, which ICU with
+//! Postfix's options does not, and so would disagree with the real server on
+//! right-to-left and joiner names.
+
+use std::sync::OnceLock;
+
+/// ICU's opaque `UIDNA`.
+#[repr(C)]
+pub struct UIdna {
+    _private: [u8; 0],
+}
+
+/// ICU's `UIDNAInfo`.
+#[repr(C)]
+pub struct UIdnaInfo {
+    size: i16,
+    is_transitional_different: i8,
+    reserved_b3: i8,
+    errors: u32,
+    reserved_i2: i32,
+    reserved_i3: i32,
+}
+
+mod ffi {
+    use super::{UIdna, UIdnaInfo};
+    include!(concat!(env!("OUT_DIR"), "/icu_bindings.rs"));
+}
+
+pub use ffi::ICU_VERSION;
+
+/// `UIDNA_NONTRANSITIONAL_TO_ASCII | UIDNA_NONTRANSITIONAL_TO_UNICODE`.
+pub const POSTFIX_OPTIONS: u32 = 0x10 | 0x20;
+
+/// The longest result Postfix accepts: its buffer is 1024 bytes, one kept
+/// for the terminating NUL.
+const CAPACITY: usize = 1023;
+
+/// Why ICU refused a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uts46Error {
+    /// ICU's `UErrorCode` was a failure (for example a result too long for
+    /// Postfix's buffer, or invalid UTF-8).
+    Failure(i32),
+    /// ICU's `UIDNAInfo.errors`: the `UIDNA_ERROR_*` bits.
+    Errors(u32),
+    /// ICU produced an empty result.
+    Empty,
+}
+
+impl std::fmt::Display for Uts46Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Uts46Error::Failure(code) => write!(f, "ICU error code {code}"),
+            Uts46Error::Errors(bits) => write!(f, "UTS #46 errors 0x{bits:x} ({})", error_names(*bits)),
+            Uts46Error::Empty => f.write_str("empty result"),
+        }
+    }
+}
+
+impl std::error::Error for Uts46Error {}
+
+/// The names of the `UIDNA_ERROR_*` bits that are set.
+pub fn error_names(bits: u32) -> String {
+    const NAMES: [&str; 15] = [
+        "EMPTY_LABEL",
+        "LABEL_TOO_LONG",
+        "DOMAIN_NAME_TOO_LONG",
+        "LEADING_HYPHEN",
+        "TRAILING_HYPHEN",
+        "HYPHEN_3_4",
+        "LEADING_COMBINING_MARK",
+        "DISALLOWED",
+        "PUNYCODE",
+        "LABEL_HAS_DOT",
+        "INVALID_ACE_LABEL",
+        "BIDI",
+        "CONTEXTJ",
+        "CONTEXTO_PUNCTUATION",
+        "CONTEXTO_DIGITS",
+    ];
+    NAMES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bits & (1 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
+struct Handle(*mut UIdna);
+
+// SAFETY: a UIDNA object is immutable after it is opened; ICU documents its
+// conversion functions as safe to call concurrently on one object.
+unsafe impl Send for Handle {}
+unsafe impl Sync for Handle {}
+
+fn handle() -> &'static Handle {
+    static HANDLE: OnceLock<Handle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let mut error = 0i32;
+        // SAFETY: plain call into ICU with a valid out-pointer.
+        let idna = unsafe { ffi::uidna_openUTS46(POSTFIX_OPTIONS, &mut error) };
+        assert!(error <= 0 && !idna.is_null(), "ICU uidna_openUTS46 failed: error {error}");
+        Handle(idna)
+    })
+}
+
+/// ToASCII of `name` (UTF-8 bytes) as ICU computes it with Postfix's
+/// options, or why ICU refused it.
+pub fn to_ascii(name: &[u8]) -> Result<String, Uts46Error> {
+    let length = i32::try_from(name.len()).map_err(|_| Uts46Error::Failure(1))?;
+    let mut buf = vec![0u8; CAPACITY];
+    let mut info = UIdnaInfo {
+        size: std::mem::size_of::<UIdnaInfo>() as i16,
+        is_transitional_different: 0,
+        reserved_b3: 0,
+        errors: 0,
+        reserved_i2: 0,
+        reserved_i3: 0,
+    };
+    let mut error = 0i32;
+    // SAFETY: `name` and `buf` are valid for the lengths given, and `info`
+    // and `error` are valid out-pointers.
+    let written = unsafe {
+        ffi::uidna_nameToASCII_UTF8(
+            handle().0,
+            name.as_ptr(),
+            length,
+            buf.as_mut_ptr(),
+            CAPACITY as i32,
+            &mut info,
+            &mut error,
+        )
+    };
+    if error > 0 {
+        return Err(Uts46Error::Failure(error));
+    }
+    if info.errors != 0 {
+        return Err(Uts46Error::Errors(info.errors));
+    }
+    if written <= 0 {
+        return Err(Uts46Error::Empty);
+    }
+    buf.truncate(written as usize);
+    String::from_utf8(buf).map_err(|_| Uts46Error::Failure(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_transitional_keeps_sharp_s() {
+        assert_eq!(to_ascii("straße.example.com".as_bytes()).unwrap(), "xn--strae-oqa.example.com");
+        assert_eq!(to_ascii("Bücher.example.com".as_bytes()).unwrap(), "xn--bcher-kva.example.com");
+    }
+
+    #[test]
+    fn ascii_is_lowercased_and_underscore_passes() {
+        assert_eq!(to_ascii(b"Under_Score.EXAMPLE.com").unwrap(), "under_score.example.com");
+    }
+
+    #[test]
+    fn hyphen_three_four_is_refused() {
+        assert!(matches!(to_ascii(b"ab--c.example"), Err(Uts46Error::Errors(_))));
+        assert!(to_ascii(b"xn--bcher-kva.example").is_ok());
+    }
+
+    #[test]
+    fn no_bidi_or_joiner_check() {
+        // A right-to-left label next to a left-to-right one fails CheckBidi,
+        // which Postfix's options leave off.
+        assert!(to_ascii("שלום.example1".as_bytes()).is_ok());
+        // A ZERO WIDTH JOINER outside its allowed context fails CONTEXTJ.
+        assert!(to_ascii("a\u{200d}b.example".as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        assert!(to_ascii(b"\xff.example").is_err());
+    }
+}
