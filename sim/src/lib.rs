@@ -1,0 +1,5 @@
+//! flushbed's simulator and lockstep runner.
+//!
+//! (API contract; filled in.)
+
+pub mod target;
