@@ -34,8 +34,6 @@ fn main() {
         r#"extern "C" {{
     #[link_name = "uidna_openUTS46_{major}"]
     pub fn uidna_openUTS46(options: u32, error: *mut i32) -> *mut UIdna;
-    #[link_name = "uidna_close_{major}"]
-    pub fn uidna_close(idna: *mut UIdna);
     #[link_name = "uidna_nameToASCII_UTF8_{major}"]
     pub fn uidna_nameToASCII_UTF8(
         idna: *const UIdna,
@@ -44,6 +42,17 @@ fn main() {
         dest: *mut u8,
         capacity: i32,
         info: *mut UIdnaInfo,
+        error: *mut i32,
+    ) -> i32;
+    #[link_name = "ucasemap_open_{major}"]
+    pub fn ucasemap_open(locale: *const u8, options: u32, error: *mut i32) -> *mut UCaseMap;
+    #[link_name = "ucasemap_utf8FoldCase_{major}"]
+    pub fn ucasemap_utf8FoldCase(
+        csm: *const UCaseMap,
+        dest: *mut u8,
+        capacity: i32,
+        src: *const u8,
+        length: i32,
         error: *mut i32,
     ) -> i32;
 }}

@@ -1,4 +1,9 @@
-//! UTS #46 ToASCII, exactly as a Postfix built with ICU computes it.
+//! The ICU calls Postfix makes on a site name, made the same way.
+//!
+//! - [`to_ascii`]: UTS #46 ToASCII, exactly as a Postfix built with ICU
+//!   computes it (`midna_domain.c`).
+//! - [`fold_case`]: full Unicode case folding, as Postfix's `casefold()`
+//!   does when `smtputf8_enable` is on.
 //!
 //! Postfix converts a site name to ASCII with ICU's `uidna_nameToASCII_UTF8`
 //! on a UTS #46 object opened with non-transitional processing (so `ß` stays
@@ -33,8 +38,14 @@ pub struct UIdnaInfo {
     reserved_i3: i32,
 }
 
+/// ICU's opaque `UCaseMap`.
+#[repr(C)]
+pub struct UCaseMap {
+    _private: [u8; 0],
+}
+
 mod ffi {
-    use super::{UIdna, UIdnaInfo};
+    use super::{UCaseMap, UIdna, UIdnaInfo};
     include!(concat!(env!("OUT_DIR"), "/icu_bindings.rs"));
 }
 
@@ -157,6 +168,57 @@ pub fn to_ascii(name: &[u8]) -> Result<String, Uts46Error> {
     String::from_utf8(buf).map_err(|_| Uts46Error::Failure(1))
 }
 
+struct CaseMap(*mut UCaseMap);
+
+// SAFETY: a UCaseMap is not changed by the folding call; ICU allows
+// concurrent use of one object for case mapping.
+unsafe impl Send for CaseMap {}
+unsafe impl Sync for CaseMap {}
+
+fn case_map() -> &'static CaseMap {
+    static MAP: OnceLock<CaseMap> = OnceLock::new();
+    MAP.get_or_init(|| {
+        let mut error = 0i32;
+        // SAFETY: an empty locale string and a valid out-pointer.
+        let csm = unsafe { ffi::ucasemap_open(c"".as_ptr().cast(), 0, &mut error) };
+        assert!(error <= 0 && !csm.is_null(), "ICU ucasemap_open failed: error {error}");
+        CaseMap(csm)
+    })
+}
+
+/// Full Unicode case folding of UTF-8 text (`U_FOLD_CASE_DEFAULT`), as
+/// Postfix's `casefold()` computes it with ICU; `None` when ICU refuses the
+/// input (it is not valid UTF-8).
+pub fn fold_case(text: &[u8]) -> Option<String> {
+    let length = i32::try_from(text.len()).ok()?;
+    let mut capacity = text.len() * 3 + 16;
+    loop {
+        let mut buf = vec![0u8; capacity];
+        let mut error = 0i32;
+        // SAFETY: `text` and `buf` are valid for the lengths given.
+        let written = unsafe {
+            ffi::ucasemap_utf8FoldCase(
+                case_map().0,
+                buf.as_mut_ptr(),
+                capacity as i32,
+                text.as_ptr(),
+                length,
+                &mut error,
+            )
+        };
+        // U_BUFFER_OVERFLOW_ERROR: try again with the size ICU asked for.
+        if error == 15 && written as usize > capacity {
+            capacity = written as usize;
+            continue;
+        }
+        if error > 0 || written < 0 {
+            return None;
+        }
+        buf.truncate(written as usize);
+        return String::from_utf8(buf).ok();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +247,13 @@ mod tests {
         assert!(to_ascii("שלום.example1".as_bytes()).is_ok());
         // A ZERO WIDTH JOINER outside its allowed context fails CONTEXTJ.
         assert!(to_ascii("a\u{200d}b.example".as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn fold_case_is_full_unicode_folding() {
+        assert_eq!(fold_case("Straße.EXAMPLE".as_bytes()).unwrap(), "strasse.example");
+        assert_eq!(fold_case("ΣΊΣΥΦΟΣ".as_bytes()).unwrap(), "σίσυφοσ");
+        assert_eq!(fold_case(b"\xff"), None);
     }
 
     #[test]
