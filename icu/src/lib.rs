@@ -51,8 +51,13 @@ mod ffi {
 
 pub use ffi::ICU_VERSION;
 
-/// `UIDNA_NONTRANSITIONAL_TO_ASCII | UIDNA_NONTRANSITIONAL_TO_UNICODE`.
-pub const POSTFIX_OPTIONS: u32 = 0x10 | 0x20;
+/// `UIDNA_NONTRANSITIONAL_TO_ASCII`: what Postfix 3.7 opens its ToASCII
+/// object with, unless `enable_idna2003_compatibility = yes`.
+pub const POSTFIX_OPTIONS: u32 = 0x10;
+
+/// `UIDNA_DEFAULT` (transitional processing: `ß` becomes `ss`): what
+/// Postfix uses with `enable_idna2003_compatibility = yes`.
+pub const IDNA2003_OPTIONS: u32 = 0;
 
 /// The longest result Postfix accepts: its buffer is 1024 bytes, one kept
 /// for the terminating NUL.
@@ -117,20 +122,29 @@ struct Handle(*mut UIdna);
 unsafe impl Send for Handle {}
 unsafe impl Sync for Handle {}
 
-fn handle() -> &'static Handle {
-    static HANDLE: OnceLock<Handle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let mut error = 0i32;
-        // SAFETY: plain call into ICU with a valid out-pointer.
-        let idna = unsafe { ffi::uidna_openUTS46(POSTFIX_OPTIONS, &mut error) };
-        assert!(error <= 0 && !idna.is_null(), "ICU uidna_openUTS46 failed: error {error}");
-        Handle(idna)
-    })
+fn open(options: u32) -> Handle {
+    let mut error = 0i32;
+    // SAFETY: plain call into ICU with a valid out-pointer.
+    let idna = unsafe { ffi::uidna_openUTS46(options, &mut error) };
+    assert!(error <= 0 && !idna.is_null(), "ICU uidna_openUTS46 failed: error {error}");
+    Handle(idna)
 }
 
 /// ToASCII of `name` (UTF-8 bytes) as ICU computes it with Postfix's
 /// options, or why ICU refused it.
 pub fn to_ascii(name: &[u8]) -> Result<String, Uts46Error> {
+    static HANDLE: OnceLock<Handle> = OnceLock::new();
+    convert(HANDLE.get_or_init(|| open(POSTFIX_OPTIONS)), name)
+}
+
+/// ToASCII with transitional processing, as Postfix converts names when
+/// `enable_idna2003_compatibility = yes`.
+pub fn to_ascii_idna2003(name: &[u8]) -> Result<String, Uts46Error> {
+    static HANDLE: OnceLock<Handle> = OnceLock::new();
+    convert(HANDLE.get_or_init(|| open(IDNA2003_OPTIONS)), name)
+}
+
+fn convert(handle: &Handle, name: &[u8]) -> Result<String, Uts46Error> {
     let length = i32::try_from(name.len()).map_err(|_| Uts46Error::Failure(1))?;
     let mut buf = vec![0u8; CAPACITY];
     let mut info = UIdnaInfo {
@@ -146,7 +160,7 @@ pub fn to_ascii(name: &[u8]) -> Result<String, Uts46Error> {
     // and `error` are valid out-pointers.
     let written = unsafe {
         ffi::uidna_nameToASCII_UTF8(
-            handle().0,
+            handle.0,
             name.as_ptr(),
             length,
             buf.as_mut_ptr(),
@@ -227,6 +241,11 @@ mod tests {
     fn non_transitional_keeps_sharp_s() {
         assert_eq!(to_ascii("straße.example.com".as_bytes()).unwrap(), "xn--strae-oqa.example.com");
         assert_eq!(to_ascii("Bücher.example.com".as_bytes()).unwrap(), "xn--bcher-kva.example.com");
+    }
+
+    #[test]
+    fn idna2003_compatibility_is_transitional() {
+        assert_eq!(to_ascii_idna2003("straße.example.com".as_bytes()).unwrap(), "strasse.example.com");
     }
 
     #[test]

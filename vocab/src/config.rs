@@ -178,6 +178,9 @@ pub struct FlushConfig {
     /// Parameter names whose domain lists use the parent-domain style.
     pub parent_domain_matches_subdomains: Vec<String>,
     pub smtputf8_enable: bool,
+    /// Transitional (IDNA 2003 compatible) ToASCII instead of Postfix's
+    /// default non-transitional processing.
+    pub enable_idna2003_compatibility: bool,
     /// Seconds.
     pub fast_flush_refresh_time: i64,
     /// Seconds.
@@ -233,6 +236,7 @@ fn default_value(name: &str, level: CompatibilityLevel, env: &Environment) -> Op
                 "debug_peer_list,fast_flush_domains,mynetworks,qmqpd_authorized_clients"
             }
         }
+        "enable_idna2003_compatibility" => "no",
         "fast_flush_refresh_time" => "12h",
         "fast_flush_purge_time" => "7d",
         "hash_queue_names" => "deferred, defer",
@@ -454,6 +458,10 @@ impl FlushConfig {
                 &x.param("parent_domain_matches_subdomains")?,
             ),
             smtputf8_enable: parse_bool("smtputf8_enable", &x.param("smtputf8_enable")?)?,
+            enable_idna2003_compatibility: parse_bool(
+                "enable_idna2003_compatibility",
+                &x.param("enable_idna2003_compatibility")?,
+            )?,
             fast_flush_refresh_time: time("fast_flush_refresh_time", 'h')?,
             fast_flush_purge_time: time("fast_flush_purge_time", 'd')?,
             hash_queue_names: split_list(&x.param("hash_queue_names")?),
