@@ -1,5 +1,19 @@
-//! flushbed's simulator and lockstep runner.
+//! flushbed's simulator: the world around a flush server, and the lockstep
+//! runner that holds a target to the reference model.
 //!
-//! (API contract; filled in.)
+//! - [`clock`]: the virtual clock, the only time source of a run.
+//! - [`observe`]: reads a real spool into a `SpoolState` without touching
+//!   any logfile's atime.
+//! - [`target`]: the [`target::Target`] trait and the in-process spool
+//!   target.
+//! - [`qmgr`]: a simulated queue manager, as far as flush(8) depends on it.
+//! - [`clients`]: `ETRN`, `postqueue -s`, `-i` and `-f`, end to end.
+//! - [`scenario`]: the scenario file format.
+//! - [`lockstep`]: the runner, and what it reports.
+//! - [`narrate`]: a scenario's run told step by step.
 
+pub mod clock;
+pub mod escape;
+pub mod observe;
+pub mod scenario;
 pub mod target;
