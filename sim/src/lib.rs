@@ -12,8 +12,12 @@
 //! - [`lockstep`]: the runner, and what it reports.
 //! - [`narrate`]: a scenario's run told step by step.
 
+pub mod clients;
 pub mod clock;
 pub mod escape;
+pub mod lockstep;
+pub mod narrate;
 pub mod observe;
+pub mod qmgr;
 pub mod scenario;
 pub mod target;

@@ -1,7 +1,23 @@
 //! A target: any flush server the lockstep runner can drive and observe.
 //! The reference model is not a target; it is what targets are held to.
+//!
+//! A target owns its spool and its configuration directory; the runner
+//! gives the model the very configuration the target's server read
+//! ([`Target::config`]), so that both sides see the same paths. Only the
+//! in-process [`SpoolTarget`] exists so far; a socket server or a real
+//! Postfix fits behind the same trait.
 
-use flushbed_vocab::{Exchange, Profile, QueueName, SpoolState, Time};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use flushbed_impl::{ConnectionEnd, FlushService, ManualClock, MemoryConnection, RecordingSink};
+use flushbed_vocab::config::Environment;
+use flushbed_vocab::{Exchange, FlushConfig, MainCf, Profile, QueueName, SpoolState, Time};
+
+use crate::observe;
+use crate::scenario::ConfigSpec;
 
 /// A flush server under test, with the spool it works on.
 pub trait Target {
@@ -10,6 +26,10 @@ pub trait Target {
 
     /// The profile the target runs in; the model is run in the same one.
     fn profile(&self) -> Profile;
+
+    /// The configuration the target's server read, with its own
+    /// `queue_directory` and `config_directory`.
+    fn config(&self) -> &FlushConfig;
 
     /// One client connection that sends `input` in one write, at `now`.
     fn connect(&mut self, input: &[u8], now: Time) -> anyhow::Result<Exchange>;
@@ -47,4 +67,196 @@ pub trait Target {
     /// The entries of `flush/` in the order the target's directory scan
     /// returns them.
     fn flush_dir_order(&mut self) -> anyhow::Result<Vec<String>>;
+}
+
+/// The in-process target: flushbed's implementation, called directly, on a
+/// spool in a temporary directory that it owns for the length of one run.
+///
+/// The master's part is played here too: each connection is served by the
+/// current service, and after a fatal end a fresh service is built on the
+/// same spool, as the master would start a fresh flush process.
+pub struct SpoolTarget {
+    root: tempfile::TempDir,
+    config: FlushConfig,
+    profile: Profile,
+    clock: ManualClock,
+    sink: RecordingSink,
+    service: FlushService,
+    #[cfg(feature = "planted-bugs")]
+    bug: Option<flushbed_impl::PlantedBug>,
+}
+
+/// The directories of a fresh spool: the queues, `flush/`, and the two
+/// socket directories a real one has.
+const SPOOL_DIRS: [&str; 9] = [
+    "flush", "maildrop", "incoming", "active", "deferred", "hold", "corrupt", "public", "private",
+];
+
+impl SpoolTarget {
+    /// A target whose server read `config` (main.cf text, configuration
+    /// files and host name), with an empty spool.
+    pub fn new(config: &ConfigSpec, profile: Profile) -> anyhow::Result<SpoolTarget> {
+        let root = tempfile::Builder::new()
+            .prefix("flushbed-spool.")
+            .tempdir()?;
+        let config_dir = root.path().join("config");
+        let queue_dir = root.path().join("spool");
+        for dir in SPOOL_DIRS {
+            fs::create_dir_all(queue_dir.join(dir))
+                .with_context(|| format!("creating {}", queue_dir.join(dir).display()))?;
+        }
+        fs::create_dir_all(&config_dir)?;
+
+        // Both directories are the target's own, whatever main.cf says, so
+        // that `$config_directory` names the scenario's files.
+        let mut main = MainCf::parse(&config.main_cf, "main.cf")?;
+        let config_path = path_text(&config_dir)?;
+        main.set("config_directory", &config_path);
+        main.set("queue_directory", &path_text(&queue_dir)?);
+        let env = Environment {
+            hostname: config.hostname.clone(),
+            config_directory: config_path,
+        };
+        let flush_config = FlushConfig::from_main_cf(&main, &env)?;
+
+        fs::write(config_dir.join("main.cf"), main.to_text())?;
+        for (name, content) in &config.files {
+            let path = config_dir.join(name);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        }
+
+        let clock = ManualClock::new(0);
+        let sink = RecordingSink::default();
+        let service = start_service(&flush_config, profile, &clock, &sink)?;
+        Ok(SpoolTarget {
+            root,
+            config: flush_config,
+            profile,
+            clock,
+            sink,
+            service,
+            #[cfg(feature = "planted-bugs")]
+            bug: None,
+        })
+    }
+
+    /// The spool's `queue_directory`.
+    pub fn queue_dir(&self) -> PathBuf {
+        self.root.path().join("spool")
+    }
+
+    /// Breaks the implementation on purpose, for this and every later
+    /// service on the spool, so that a test can show the lockstep catches it.
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_bug(&mut self, bug: flushbed_impl::PlantedBug) {
+        self.service.plant_bug(bug.clone());
+        self.bug = Some(bug);
+    }
+}
+
+fn start_service(
+    config: &FlushConfig,
+    profile: Profile,
+    clock: &ManualClock,
+    sink: &RecordingSink,
+) -> anyhow::Result<FlushService> {
+    let service = FlushService::new(
+        config,
+        profile,
+        Arc::new(clock.clone()),
+        Arc::new(sink.clone()),
+    )
+    .context("starting the flush service")?;
+    Ok(service)
+}
+
+fn path_text(path: &Path) -> anyhow::Result<String> {
+    path.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("{}: not a UTF-8 path", path.display()))
+}
+
+impl Target for SpoolTarget {
+    fn name(&self) -> String {
+        "spool".to_string()
+    }
+
+    fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    fn config(&self) -> &FlushConfig {
+        &self.config
+    }
+
+    fn connect(&mut self, input: &[u8], now: Time) -> anyhow::Result<Exchange> {
+        self.clock.set(now);
+        let mut conn = MemoryConnection::new(input);
+        let end = self.service.serve_connection(&mut conn);
+        let died = matches!(end, ConnectionEnd::Fatal(_));
+        if let ConnectionEnd::Fatal(why) = &end {
+            tracing::debug!(target_name = "spool", why = %why, "flush process died; starting a fresh one");
+
+            // The master starts a fresh process for the next connection.
+            self.service = start_service(&self.config, self.profile, &self.clock, &self.sink)?;
+            #[cfg(feature = "planted-bugs")]
+            if let Some(bug) = &self.bug {
+                self.service.plant_bug(bug.clone());
+            }
+        }
+        Ok(Exchange {
+            output: conn.output,
+            triggers: self.sink.take(),
+            died,
+        })
+    }
+
+    fn plant_queue_file(
+        &mut self,
+        queue_id: &str,
+        queue: QueueName,
+        mode: u32,
+        atime: Time,
+        mtime: Time,
+    ) -> anyhow::Result<()> {
+        self.service
+            .plant_queue_file(queue_id, queue, mode, atime, mtime)
+            .with_context(|| format!("planting queue file {queue_id} in {queue}"))
+    }
+
+    fn remove_queue_file(&mut self, queue_id: &str) -> anyhow::Result<()> {
+        self.service
+            .remove_queue_file(queue_id)
+            .with_context(|| format!("removing queue file {queue_id}"))
+    }
+
+    fn write_logfile(
+        &mut self,
+        name: &str,
+        content: &[u8],
+        mode: u32,
+        atime: Time,
+        mtime: Time,
+    ) -> anyhow::Result<()> {
+        self.service
+            .write_logfile(name, content, mode, atime, mtime)
+            .with_context(|| format!("writing logfile {name}"))
+    }
+
+    fn remove_logfile(&mut self, name: &str) -> anyhow::Result<()> {
+        self.service
+            .remove_logfile(name)
+            .with_context(|| format!("removing logfile {name}"))
+    }
+
+    fn observe(&mut self) -> anyhow::Result<SpoolState> {
+        Ok(observe::observe(&self.queue_dir())?)
+    }
+
+    fn flush_dir_order(&mut self) -> anyhow::Result<Vec<String>> {
+        Ok(observe::flush_dir_order(&self.queue_dir())?)
+    }
 }
