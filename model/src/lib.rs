@@ -104,8 +104,10 @@ impl Model {
         self.profile
     }
 
-    /// One client connection: the client sends `input` in one write, and
-    /// the model answers as the server would. `now` is the request's start
+    /// One client connection: the client sends `input` in one write and
+    /// then closes its side (so a cut-short list ends at the end of input,
+    /// not at a read timeout), and the model answers as the server would.
+    /// `now` is the request's start
     /// time. `flush_dir_order` lists the entries of `flush/` in the order
     /// the target's directory scan returns them (refresh and purge walk
     /// `flush/` in that order, and under the `postfix` profile a one-letter

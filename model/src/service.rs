@@ -16,7 +16,10 @@ use crate::domain_list::{DomainList, Verdict};
 use crate::names::{c_string, logfile_name_of, mail_queue_id_ok, midna_domain_to_ascii};
 use crate::profile::Departure;
 use crate::spool::{owner_may, Logfile, Spool, LOGFILE_MODE, MODE_READY, MODE_UNTHROTTLE};
-use crate::wire::{get_line_nonl, status_reply, Input, Wanted, ANNOUNCEMENT, FLAG_STRICT};
+use crate::wire::{
+    get_line_nonl, status_reply, status_reply_after_empty_input, Input, Wanted, ANNOUNCEMENT,
+    FLAG_STRICT,
+};
 use crate::{Note, Step};
 
 /// The time parameters of the server.
@@ -97,6 +100,17 @@ impl<'a> Connection<'a> {
 
         let request = match input.receive_request() {
             Ok(request) => request,
+            Err(why) if input.was_empty() => {
+                self.note(
+                    "empty-input",
+                    format!(
+                        "{why}: BAD, written without its attribute name, as the real server does"
+                    ),
+                );
+                let bytes = status_reply_after_empty_input(Status::Bad.code());
+                self.exchange.output.extend_from_slice(&bytes);
+                return self.finish();
+            }
             Err(why) => {
                 self.note("request", format!("{why}: BAD"));
                 self.reply(Status::Bad);

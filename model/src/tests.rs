@@ -318,8 +318,10 @@ fn an_unknown_request_gets_no_reply() {
 #[test]
 fn empty_input_and_broken_lists_answer_bad() {
     let mut m = example();
+    let empty = m.connect(b"", NOW, &[]);
+    assert_eq!(empty.exchange.output, [ANNOUNCEMENT, b"3\0\0"].concat());
     for input in [
-        &b""[..],
+        &b"\xff"[..],
         b"site\0example.com\0\0",
         b"request\0send_site\0",
         b"request\0send_site\0site\0example.com\0",
@@ -406,5 +408,104 @@ fn smtputf8_folds_the_site_fully_before_matching() {
     for (mut m, status) in [(folded, Status::Ok), (ascii_only, Status::Deny)] {
         let step = m.connect(&add_request("STRAßE.example".as_bytes(), b"ABC"), NOW, &[]);
         assert_eq!(step.exchange.output, reply(status));
+    }
+}
+
+#[test]
+fn damaged_logfiles_read_as_measured_on_the_real_server() {
+    let mut m = example();
+    m.write_logfile(
+        "example_com",
+        b"AAA111\n\nBBB222\r\nCCC333\0junk\nAAA111\nDDD444",
+        0o600,
+        NOW - HOUR,
+        NOW - HOUR,
+    );
+    for id in ["AAA111", "BBB222", "CCC333", "DDD444"] {
+        m.plant_queue_file(id, QueueName::Deferred, 0o700, NOW + HOUR, NOW + HOUR);
+    }
+    let step = m.connect(&send_site_request(b"example.com"), NOW, &[]);
+    assert_eq!(
+        step.exchange.triggers,
+        vec![Trigger::FlushDead, Trigger::ScanIncoming]
+    );
+    let state = m.observe();
+    for id in ["AAA111", "CCC333", "DDD444"] {
+        assert_eq!(
+            state.queue_files[&format!("incoming/{id}")].mtime,
+            NOW,
+            "{id}"
+        );
+    }
+    assert_eq!(state.queue_files["deferred/B/BBB222"].mtime, NOW + HOUR);
+
+    // A last line ending in 0xfe is read; one ending in 0xff is not.
+    m.write_logfile("example_com", b"HHH889\xfe", 0o600, NOW - HOUR, NOW - HOUR);
+    let step = m.connect(&send_site_request(b"example.com"), NOW, &[]);
+    assert_eq!(
+        step.exchange.triggers,
+        vec![Trigger::FlushDead, Trigger::ScanIncoming]
+    );
+    m.write_logfile(
+        "example_com",
+        b"FFF666\nGGG777\xff",
+        0o600,
+        NOW - HOUR,
+        NOW - HOUR,
+    );
+    m.connect(&send_site_request(b"example.com"), NOW, &[]);
+    assert_eq!(m.observe().logfiles["example_com"].content, b"");
+}
+
+#[test]
+fn long_queue_ids_are_looked_for_where_the_real_server_looks() {
+    let mut m = example();
+    m.plant_queue_file("4T2BxK1Zr8z1a2b", QueueName::Deferred, 0o600, NOW, NOW);
+    m.plant_queue_file("4T2BxK1ZrZz1a2b", QueueName::Deferred, 0o600, NOW, NOW);
+    let state = m.observe();
+    assert!(state.queue_files.contains_key("deferred/3/4T2BxK1Zr8z1a2b"));
+    assert!(state.queue_files.contains_key("deferred/3/4T2BxK1ZrZz1a2b"));
+}
+
+#[test]
+fn comments_in_domain_lists_read_as_measured_on_the_real_server() {
+    let mut tables = Tables::default();
+    tables.files.insert(
+        "/etc/postfix/flush_domains".to_string(),
+        b"# a comment at line start\n  # indented comment\nalpha.example # trailing.example\n\
+          beta.example, gamma.example\n!delta.example\ndelta2.example\n#hash.example\n\
+          epsilon.example#notcomment.example\n\t#tab.example\nlast.example"
+            .to_vec(),
+    );
+    let cf = config(
+        "fast_flush_domains = /etc/postfix/flush_domains, zeta.example #omega.example, \
+         after.example\ncompatibility_level = 3.6\n",
+    );
+    let mut m = Model::new(&cf, tables, Profile::Postfix);
+    let ok = [
+        "alpha.example",
+        "beta.example",
+        "gamma.example",
+        "delta2.example",
+        "x.delta2.example",
+        "last.example",
+        "zeta.example",
+    ];
+    let denied = [
+        "trailing.example",
+        "delta.example",
+        "hash.example",
+        "tab.example",
+        "epsilon.example",
+        "notcomment.example",
+        "omega.example",
+        "after.example",
+        "epsilon.example#notcomment.example",
+    ];
+    for (sites, status) in [(&ok[..], Status::Ok), (&denied[..], Status::Deny)] {
+        for site in sites {
+            let step = m.connect(&add_request(site.as_bytes(), b"QID1"), NOW, &[]);
+            assert_eq!(step.exchange.output, reply(status), "{site}");
+        }
     }
 }
