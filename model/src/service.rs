@@ -15,7 +15,9 @@ use flushbed_vocab::{Exchange, Profile, QueueName, Status, Time, Trigger};
 use crate::domain_list::{DomainList, Verdict};
 use crate::names::{c_string, logfile_name_of, mail_queue_id_ok, midna_domain_to_ascii};
 use crate::profile::Departure;
-use crate::spool::{owner_may, Logfile, Spool, LOGFILE_MODE, MODE_READY, MODE_UNTHROTTLE};
+use crate::spool::{
+    owner_may, Logfile, QueueFile, Spool, LOGFILE_MODE, MODE_READY, MODE_UNTHROTTLE,
+};
 use crate::wire::{
     get_line_nonl, status_reply, status_reply_after_empty_input, Input, Wanted, ANNOUNCEMENT,
     FLAG_STRICT,
@@ -473,19 +475,16 @@ impl<'a> Connection<'a> {
     /// `incoming/`), and move it to `incoming/`. Whether it counts as done.
     fn flush_one_file(&mut self, queue_id: &str, how: How) -> bool {
         let now = self.now;
-        let queue = [QueueName::Deferred, QueueName::Incoming]
-            .into_iter()
-            .find(|&queue| self.spool.queue_file_in(queue_id, queue).is_some());
-        let Some(queue) = queue else {
+        let looked_in =
+            |file: &&mut QueueFile| matches!(file.queue, QueueName::Deferred | QueueName::Incoming);
+        let Some(file) = self.spool.queue_files.get_mut(queue_id).filter(looked_in) else {
             self.note(
                 "queue-file",
                 format!("queue file {queue_id} is in neither deferred nor incoming: nothing done"),
             );
             return false;
         };
-        let Some(file) = self.spool.queue_file_in(queue_id, queue) else {
-            return false;
-        };
+        let queue = file.queue;
         file.atime = now;
         file.mtime = now;
 

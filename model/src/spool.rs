@@ -131,13 +131,6 @@ impl Spool {
         }
     }
 
-    /// The queue file with this ID in this queue, if it is there.
-    pub fn queue_file_in(&mut self, queue_id: &str, queue: QueueName) -> Option<&mut QueueFile> {
-        self.queue_files
-            .get_mut(queue_id)
-            .filter(|file| file.queue == queue)
-    }
-
     /// Everything observable, with paths relative to `queue_directory`.
     pub fn observe(&self) -> SpoolState {
         let logfiles = self
