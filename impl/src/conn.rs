@@ -38,7 +38,11 @@ pub struct MemoryConnection {
 
 impl MemoryConnection {
     pub fn new(input: &[u8]) -> MemoryConnection {
-        MemoryConnection { input: input.to_vec(), position: 0, output: Vec::new() }
+        MemoryConnection {
+            input: input.to_vec(),
+            position: 0,
+            output: Vec::new(),
+        }
     }
 }
 
@@ -121,7 +125,8 @@ mod tests {
     fn unix_connection_wait_is_bounded_by_the_read_timeout() {
         let (_client, server) = UnixStream::pair().unwrap();
         let mut conn = UnixConnection::new(server);
-        conn.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
         assert!(conn.wait_and_peek().is_err());
     }
 

@@ -101,7 +101,11 @@ impl DomainList {
         parent_style: bool,
         utf8: bool,
     ) -> Result<DomainList, DomainListError> {
-        let mut list = DomainList { patterns: Vec::new(), parent_style, utf8 };
+        let mut list = DomainList {
+            patterns: Vec::new(),
+            parent_style,
+            utf8,
+        };
         list.parse(fs, value.as_bytes(), true)?;
         Ok(list)
     }
@@ -140,10 +144,16 @@ impl DomainList {
                 self.parse_file(fs, item, matches)?;
             } else if item[0] != b'[' && item.contains(&b':') {
                 let table = open_table(fs, item, self.utf8)?;
-                self.patterns.push(Pattern { negated: !matches, kind: Kind::Table(table) });
+                self.patterns.push(Pattern {
+                    negated: !matches,
+                    kind: Kind::Table(table),
+                });
             } else {
                 let folded = self.fold(item);
-                self.patterns.push(Pattern { negated: !matches, kind: Kind::Host(folded) });
+                self.patterns.push(Pattern {
+                    negated: !matches,
+                    kind: Kind::Host(folded),
+                });
             }
         }
         Ok(())
@@ -328,7 +338,11 @@ fn open_table<F: FileSystem + ?Sized>(
         return Err(DomainListError::NotTypeName(spec));
     }
 
-    let table = |keys, utf8_checked| Table { spec: spec.clone(), keys, utf8_checked };
+    let table = |keys, utf8_checked| Table {
+        spec: spec.clone(),
+        keys,
+        utf8_checked,
+    };
     Ok(match kind {
         b"inline" => table(parse_inline(name, utf8), utf8),
         b"texthash" => {
@@ -340,7 +354,10 @@ fn open_table<F: FileSystem + ?Sized>(
             table(keys, utf8)
         }
         _ => table(
-            Err(format!("unsupported dictionary type: {}", String::from_utf8_lossy(kind))),
+            Err(format!(
+                "unsupported dictionary type: {}",
+                String::from_utf8_lossy(kind)
+            )),
             false,
         ),
     })
@@ -421,7 +438,10 @@ fn parse_inline(name: &[u8], utf8: bool) -> Result<HashSet<Vec<u8>>, String> {
 
 /// The key of `key = value`, quotes and backslashes kept as written.
 fn split_name_value(item: &[u8]) -> Result<&[u8], String> {
-    let start = item.iter().position(|&b| !is_space(b)).ok_or("no key found; expected format: key = value")?;
+    let start = item
+        .iter()
+        .position(|&b| !is_space(b))
+        .ok_or("no key found; expected format: key = value")?;
     let text = &item[start..];
 
     let mut in_quotes = false;
@@ -445,7 +465,9 @@ fn split_name_value(item: &[u8]) -> Result<&[u8], String> {
     if in_quotes {
         return Err("unbalanced '\"'".to_string());
     }
-    let after = text[end.min(text.len())..].iter().position(|&b| !is_space(b));
+    let after = text[end.min(text.len())..]
+        .iter()
+        .position(|&b| !is_space(b));
     match after {
         Some(at) if text[end + at] == b'=' => Ok(&text[..end]),
         _ => Err("missing '=' after attribute name".to_string()),
@@ -538,11 +560,17 @@ fn parse_texthash(content: &[u8], spec: &str, utf8: bool) -> Result<HashSet<Vec<
         let key = &line[..end];
         let value = trim(line.get(end + 1..).unwrap_or_default());
         if key.is_empty() || value.is_empty() {
-            warn!(table = spec, "expected format: key whitespace value, line ignored");
+            warn!(
+                table = spec,
+                "expected format: key whitespace value, line ignored"
+            );
             continue;
         }
         if !keys.insert(key.to_vec()) {
-            return Err(format!("duplicate entry: \"{}\"", String::from_utf8_lossy(key)));
+            return Err(format!(
+                "duplicate entry: \"{}\"",
+                String::from_utf8_lossy(key)
+            ));
         }
     }
     Ok(keys)
@@ -559,7 +587,9 @@ mod tests {
 
     #[test]
     fn the_spec_table_list_with_parent_style() {
-        let l = list("example.com, example.net, [127.0.0.1], !deny.example.org, example.org, .dot.example");
+        let l = list(
+            "example.com, example.net, [127.0.0.1], !deny.example.org, example.org, .dot.example",
+        );
         assert_eq!(l.matches(b"EXAMPLE.ORG"), Eligibility::Eligible);
         assert_eq!(l.matches(b"a.example.org"), Eligibility::Eligible);
         assert_eq!(l.matches(b"deny.example.org"), Eligibility::NotEligible);
@@ -630,15 +660,30 @@ mod tests {
     fn an_unknown_table_type_fails_every_lookup_that_reaches_it() {
         let l = list("a.example, hash:/nonexistent/table, b.example");
         assert_eq!(l.matches(b"a.example"), Eligibility::Eligible);
-        assert!(matches!(l.matches(b"b.example"), Eligibility::TableError(_)));
+        assert!(matches!(
+            l.matches(b"b.example"),
+            Eligibility::TableError(_)
+        ));
     }
 
     #[test]
     fn a_broken_inline_table_fails_lookups() {
-        for value in ["inline:{}", "inline:{ }", "inline:{a}", "inline:{a=1}x", "inline:{{a=1}"] {
-            assert!(matches!(list(value).matches(b"a"), Eligibility::TableError(_)), "{value}");
+        for value in [
+            "inline:{}",
+            "inline:{ }",
+            "inline:{a}",
+            "inline:{a=1}x",
+            "inline:{{a=1}",
+        ] {
+            assert!(
+                matches!(list(value).matches(b"a"), Eligibility::TableError(_)),
+                "{value}"
+            );
         }
-        assert_eq!(list("inline:{{ a = 1 }}").matches(b"a"), Eligibility::Eligible);
+        assert_eq!(
+            list("inline:{{ a = 1 }}").matches(b"a"),
+            Eligibility::Eligible
+        );
         assert_eq!(list("inline:{a=}").matches(b"a"), Eligibility::Eligible);
     }
 
@@ -651,7 +696,10 @@ mod tests {
         assert_eq!(l.matches(b"a.example"), Eligibility::NotEligible);
         assert_eq!(l.matches(b"x.example"), Eligibility::Eligible);
         let missing = list(&format!("{}/none, example", dir.path().display()));
-        assert!(matches!(missing.matches(b"x.example"), Eligibility::TableError(_)));
+        assert!(matches!(
+            missing.matches(b"x.example"),
+            Eligibility::TableError(_)
+        ));
     }
 
     #[test]
@@ -677,9 +725,15 @@ mod tests {
         let file = dir.path().join("t");
         std::fs::write(&file, "a.example 1\na.example 2\n").unwrap();
         let l = list(&format!("texthash:{}", file.display()));
-        assert!(matches!(l.matches(b"a.example"), Eligibility::TableError(_)));
+        assert!(matches!(
+            l.matches(b"a.example"),
+            Eligibility::TableError(_)
+        ));
         let l = list(&format!("texthash:{}/none", dir.path().display()));
-        assert!(matches!(l.matches(b"a.example"), Eligibility::TableError(_)));
+        assert!(matches!(
+            l.matches(b"a.example"),
+            Eligibility::TableError(_)
+        ));
     }
 
     #[test]
@@ -691,17 +745,29 @@ mod tests {
     #[test]
     fn utf8_folding_only_when_smtputf8_is_on() {
         let on = DomainList::new(&RealFs, "bücher.example", true, true).unwrap();
-        assert_eq!(on.matches("BÜCHER.example".as_bytes()), Eligibility::Eligible);
+        assert_eq!(
+            on.matches("BÜCHER.example".as_bytes()),
+            Eligibility::Eligible
+        );
         let off = DomainList::new(&RealFs, "bücher.example", true, false).unwrap();
-        assert_eq!(off.matches("BÜCHER.example".as_bytes()), Eligibility::NotEligible);
-        assert_eq!(off.matches("bücher.EXAMPLE".as_bytes()), Eligibility::Eligible);
+        assert_eq!(
+            off.matches("BÜCHER.example".as_bytes()),
+            Eligibility::NotEligible
+        );
+        assert_eq!(
+            off.matches("bücher.EXAMPLE".as_bytes()),
+            Eligibility::Eligible
+        );
     }
 
     #[test]
     fn a_non_utf8_key_is_not_found_in_a_checked_table_when_smtputf8_is_on() {
         let l = DomainList::new(&RealFs, "texthash:/nonexistent/t", true, true).unwrap();
         // The whole name is not UTF-8, its parent is: the parent's lookup fails.
-        assert!(matches!(l.matches(b"\xff.example"), Eligibility::TableError(_)));
+        assert!(matches!(
+            l.matches(b"\xff.example"),
+            Eligibility::TableError(_)
+        ));
         assert_eq!(l.matches(b"\xff"), Eligibility::NotEligible);
     }
 

@@ -185,10 +185,7 @@ pub fn write_all_at<F: FileSystem + ?Sized>(
 /// Reads an open file from its current position to its end. On a read
 /// error, returns what was read before it together with the error, as
 /// Postfix's line reader treats an error as the end of the file.
-pub fn read_to_end<F: FileSystem + ?Sized>(
-    fs: &F,
-    file: &F::File,
-) -> (Vec<u8>, Option<io::Error>) {
+pub fn read_to_end<F: FileSystem + ?Sized>(fs: &F, file: &F::File) -> (Vec<u8>, Option<io::Error>) {
     let mut content = Vec::new();
     let mut buf = vec![0u8; 8192];
     loop {
@@ -223,7 +220,10 @@ fn metadata(st: &rustix::fs::Stat) -> Metadata {
 }
 
 fn seconds(time: Time) -> Timespec {
-    Timespec { tv_sec: time, tv_nsec: 0 }
+    Timespec {
+        tv_sec: time,
+        tv_nsec: 0,
+    }
 }
 
 /// How many times `open_append` retries when the logfile appears and
@@ -259,7 +259,11 @@ impl FileSystem for RealFs {
     }
 
     fn open_read_write(&self, path: &Path) -> io::Result<OwnedFd> {
-        Ok(rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?)
+        Ok(rustix::fs::open(
+            path,
+            OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?)
     }
 
     fn open_queue_file(&self, path: &Path) -> io::Result<(OwnedFd, Metadata)> {
@@ -273,7 +277,10 @@ impl FileSystem for RealFs {
             ));
         }
         if !st.is_file() {
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "not a regular file"));
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "not a regular file",
+            ));
         }
         Ok((fd, st))
     }
@@ -326,7 +333,10 @@ impl FileSystem for RealFs {
     }
 
     fn fchmod(&self, file: &OwnedFd, mode: u32) -> io::Result<()> {
-        Ok(rustix::fs::fchmod(file, Mode::from_raw_mode(mode & 0o7777))?)
+        Ok(rustix::fs::fchmod(
+            file,
+            Mode::from_raw_mode(mode & 0o7777),
+        )?)
     }
 
     fn close(&self, file: OwnedFd) -> io::Result<()> {
@@ -339,8 +349,16 @@ impl FileSystem for RealFs {
     }
 
     fn set_times(&self, path: &Path, atime: Time, mtime: Time) -> io::Result<()> {
-        let times = Timestamps { last_access: seconds(atime), last_modification: seconds(mtime) };
-        Ok(rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::empty())?)
+        let times = Timestamps {
+            last_access: seconds(atime),
+            last_modification: seconds(mtime),
+        };
+        Ok(rustix::fs::utimensat(
+            rustix::fs::CWD,
+            path,
+            &times,
+            rustix::fs::AtFlags::empty(),
+        )?)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -402,7 +420,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         RealFs.open_append(&path, 0o600).unwrap();
-        RealFs.set_times(&path, 1_700_000_001, 1_700_000_002).unwrap();
+        RealFs
+            .set_times(&path, 1_700_000_001, 1_700_000_002)
+            .unwrap();
         let st = rustix::fs::stat(&path).unwrap();
         assert_eq!((st.st_atime, st.st_atime_nsec), (1_700_000_001, 0));
         assert_eq!((st.st_mtime, st.st_mtime_nsec), (1_700_000_002, 0));
@@ -424,7 +444,9 @@ mod tests {
         assert!(RealFs.open_queue_file(&file).is_err());
 
         assert!(RealFs.open_queue_file(dir.path()).is_err());
-        let missing = RealFs.open_queue_file(&dir.path().join("none")).unwrap_err();
+        let missing = RealFs
+            .open_queue_file(&dir.path().join("none"))
+            .unwrap_err();
         assert!(is_not_found(&missing));
     }
 

@@ -99,7 +99,13 @@ pub fn site_to_ascii(site: &[u8]) -> Result<String, AsciiError> {
 pub fn logfile_name(ascii: &str) -> String {
     ascii
         .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { b.to_ascii_lowercase() as char } else { '_' })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                b.to_ascii_lowercase() as char
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -155,8 +161,14 @@ mod tests {
         let name = |site: &str| site_to_ascii(site.as_bytes()).map(|a| logfile_name(&a));
         assert_eq!(name("EXAMPLE.ORG").unwrap(), "example_org");
         assert_eq!(name("a.example.org").unwrap(), "a_example_org");
-        assert_eq!(name("under_score.example.com").unwrap(), "under_score_example_com");
-        assert_eq!(name("straße.example.com").unwrap(), "xn__strae_oqa_example_com");
+        assert_eq!(
+            name("under_score.example.com").unwrap(),
+            "under_score_example_com"
+        );
+        assert_eq!(
+            name("straße.example.com").unwrap(),
+            "xn__strae_oqa_example_com"
+        );
         assert!(name("example.com.").is_err());
         assert!(name("[127.0.0.1]").is_err());
     }
@@ -170,7 +182,10 @@ mod tests {
 
     #[test]
     fn malformed_utf8_never_reaches_icu() {
-        assert_eq!(site_to_ascii(b"\xffexample.com"), Err(AsciiError::MalformedUtf8));
+        assert_eq!(
+            site_to_ascii(b"\xffexample.com"),
+            Err(AsciiError::MalformedUtf8)
+        );
     }
 
     #[test]

@@ -61,21 +61,34 @@ pub struct Limits {
 impl Limits {
     /// The real server's: no size bound, an hour's wait.
     pub fn postfix() -> Limits {
-        Limits { max_attribute_len: None, read_wait: POSTFIX_READ_WAIT }
+        Limits {
+            max_attribute_len: None,
+            read_wait: POSTFIX_READ_WAIT,
+        }
     }
 
     /// The `strict` profile's named bounds.
     pub fn strict() -> Limits {
-        Limits { max_attribute_len: Some(STRICT_MAX_ATTRIBUTE_LEN), read_wait: STRICT_READ_WAIT }
+        Limits {
+            max_attribute_len: Some(STRICT_MAX_ATTRIBUTE_LEN),
+            read_wait: STRICT_READ_WAIT,
+        }
     }
 }
 
 /// One request, read in full.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Add { site: Vec<u8>, queue_id: Vec<u8> },
-    SendSite { site: Vec<u8> },
-    SendFile { queue_id: Vec<u8> },
+    Add {
+        site: Vec<u8>,
+        queue_id: Vec<u8>,
+    },
+    SendSite {
+        site: Vec<u8>,
+    },
+    SendFile {
+        queue_id: Vec<u8>,
+    },
     /// `rfrsh`, or the master's wakeup.
     Refresh,
     Purge,
@@ -251,8 +264,13 @@ pub fn receive(conn: &mut dyn Connection, limits: Limits) -> Received {
             return Received::Bad;
         }
     };
-    let mut reader =
-        Reader { conn, buf: Vec::new(), pos: 0, ended: false, max_len: limits.max_attribute_len };
+    let mut reader = Reader {
+        conn,
+        buf: Vec::new(),
+        pos: 0,
+        ended: false,
+        max_len: limits.max_attribute_len,
+    };
 
     let request = if waiting <= TRIGGER_MAX_LEN {
         match reader.string() {
@@ -273,7 +291,8 @@ pub fn receive(conn: &mut dyn Connection, limits: Limits) -> Received {
     };
 
     let request = match request.as_slice() {
-        name if name == REQ_ADD.as_bytes() => match reader.scan(&[ATTR_SITE, ATTR_QUEUE_ID], false) {
+        name if name == REQ_ADD.as_bytes() => match reader.scan(&[ATTR_SITE, ATTR_QUEUE_ID], false)
+        {
             Some(mut values) => {
                 let queue_id = values.pop().unwrap_or_default();
                 let site = values.pop().unwrap_or_default();
@@ -282,11 +301,15 @@ pub fn receive(conn: &mut dyn Connection, limits: Limits) -> Received {
             None => return Received::Bad,
         },
         name if name == REQ_SEND_SITE.as_bytes() => match reader.scan(&[ATTR_SITE], false) {
-            Some(mut values) => Request::SendSite { site: values.pop().unwrap_or_default() },
+            Some(mut values) => Request::SendSite {
+                site: values.pop().unwrap_or_default(),
+            },
             None => return Received::Bad,
         },
         name if name == REQ_SEND_FILE.as_bytes() => match reader.scan(&[ATTR_QUEUE_ID], false) {
-            Some(mut values) => Request::SendFile { queue_id: values.pop().unwrap_or_default() },
+            Some(mut values) => Request::SendFile {
+                queue_id: values.pop().unwrap_or_default(),
+            },
             None => return Received::Bad,
         },
         name if name == REQ_REFRESH.as_bytes() || name == WAKEUP => Request::Refresh,
@@ -322,7 +345,10 @@ mod tests {
     }
 
     fn add(site: &[u8], id: &[u8]) -> Received {
-        Received::Request(Request::Add { site: site.to_vec(), queue_id: id.to_vec() })
+        Received::Request(Request::Add {
+            site: site.to_vec(),
+            queue_id: id.to_vec(),
+        })
     }
 
     #[test]
@@ -335,22 +361,38 @@ mod tests {
 
     #[test]
     fn client_requests_as_the_client_library_sends_them() {
-        assert_eq!(read(&wire::add_request(b"example.com", b"ABC")), add(b"example.com", b"ABC"));
+        assert_eq!(
+            read(&wire::add_request(b"example.com", b"ABC")),
+            add(b"example.com", b"ABC")
+        );
         assert_eq!(
             read(&wire::send_site_request(b"example.com")),
-            Received::Request(Request::SendSite { site: b"example.com".to_vec() })
+            Received::Request(Request::SendSite {
+                site: b"example.com".to_vec()
+            })
         );
         assert_eq!(
             read(&wire::send_file_request(b"ABC")),
-            Received::Request(Request::SendFile { queue_id: b"ABC".to_vec() })
+            Received::Request(Request::SendFile {
+                queue_id: b"ABC".to_vec()
+            })
         );
-        assert_eq!(read(&wire::refresh_request()), Received::Request(Request::Refresh));
-        assert_eq!(read(&wire::purge_request()), Received::Request(Request::Purge));
+        assert_eq!(
+            read(&wire::refresh_request()),
+            Received::Request(Request::Refresh)
+        );
+        assert_eq!(
+            read(&wire::purge_request()),
+            Received::Request(Request::Purge)
+        );
     }
 
     #[test]
     fn short_input_is_a_trigger_string() {
-        assert_eq!(read(&wire::wakeup_trigger()), Received::Request(Request::Refresh));
+        assert_eq!(
+            read(&wire::wakeup_trigger()),
+            Received::Request(Request::Refresh)
+        );
         assert_eq!(read(b"W"), Received::Request(Request::Refresh));
         assert_eq!(read(b"x\0"), Received::Unknown(b"x".to_vec()));
         assert_eq!(read(b"\0"), Received::Unknown(Vec::new()));
@@ -375,36 +417,60 @@ mod tests {
 
     #[test]
     fn unknown_request_names_get_no_reply() {
-        assert_eq!(read(b"request\0bogus_request\0\0"), Received::Unknown(b"bogus_request".to_vec()));
+        assert_eq!(
+            read(b"request\0bogus_request\0\0"),
+            Received::Unknown(b"bogus_request".to_vec())
+        );
     }
 
     #[test]
     fn missing_or_out_of_order_attributes_are_bad() {
         assert_eq!(read(b"request\0add\0site\0example.com\0\0"), Received::Bad);
-        assert_eq!(read(b"request\0add\0queue_id\0ABC\0site\0example.com\0\0"), Received::Bad);
+        assert_eq!(
+            read(b"request\0add\0queue_id\0ABC\0site\0example.com\0\0"),
+            Received::Bad
+        );
         assert_eq!(read(b"request\0add\0\0"), Received::Bad);
         assert_eq!(read(b"request\0add\0"), Received::Bad);
     }
 
     #[test]
     fn an_unterminated_list_is_bad() {
-        assert_eq!(read(b"request\0add\0site\0example.com\0queue_id\0ABC\0"), Received::Bad);
-        assert_eq!(read(b"request\0add\0site\0example.com\0queue_id\0ABC"), Received::Bad);
+        assert_eq!(
+            read(b"request\0add\0site\0example.com\0queue_id\0ABC\0"),
+            Received::Bad
+        );
+        assert_eq!(
+            read(b"request\0add\0site\0example.com\0queue_id\0ABC"),
+            Received::Bad
+        );
     }
 
     #[test]
     fn an_extra_attribute_after_the_expected_ones_is_only_logged() {
         let input = b"request\0add\0site\0example.com\0queue_id\0ABC\0extra\0junk\0\0";
         assert_eq!(read(input), add(b"example.com", b"ABC"));
-        assert_eq!(read(b"request\0add\0site\0a\0queue_id\0B\0extra\0"), add(b"a", b"B"));
+        assert_eq!(
+            read(b"request\0add\0site\0a\0queue_id\0B\0extra\0"),
+            add(b"a", b"B")
+        );
         // The name in the terminator's place must itself be complete.
-        assert_eq!(read(b"request\0add\0site\0a\0queue_id\0B\0extra"), Received::Bad);
+        assert_eq!(
+            read(b"request\0add\0site\0a\0queue_id\0B\0extra"),
+            Received::Bad
+        );
     }
 
     #[test]
     fn refresh_and_purge_read_nothing_after_the_request_name() {
-        assert_eq!(read(b"request\0rfrsh\0"), Received::Request(Request::Refresh));
-        assert_eq!(read(b"request\0purge\0junk"), Received::Request(Request::Purge));
+        assert_eq!(
+            read(b"request\0rfrsh\0"),
+            Received::Request(Request::Refresh)
+        );
+        assert_eq!(
+            read(b"request\0purge\0junk"),
+            Received::Request(Request::Purge)
+        );
         assert_eq!(read(b"request\0W\0\0"), Received::Request(Request::Refresh));
     }
 
@@ -412,10 +478,16 @@ mod tests {
     fn strict_bounds_attribute_sizes() {
         let site = vec![b'a'; STRICT_MAX_ATTRIBUTE_LEN + 1];
         let input = wire::add_request(&site, b"ABC");
-        assert_eq!(receive(&mut MemoryConnection::new(&input), Limits::strict()), Received::Bad);
+        assert_eq!(
+            receive(&mut MemoryConnection::new(&input), Limits::strict()),
+            Received::Bad
+        );
         assert_eq!(read(&input), add(&site, b"ABC"));
         let site = vec![b'a'; STRICT_MAX_ATTRIBUTE_LEN];
         let input = wire::add_request(&site, b"ABC");
-        assert_eq!(receive(&mut MemoryConnection::new(&input), Limits::strict()), add(&site, b"ABC"));
+        assert_eq!(
+            receive(&mut MemoryConnection::new(&input), Limits::strict()),
+            add(&site, b"ABC")
+        );
     }
 }

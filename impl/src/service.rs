@@ -60,7 +60,10 @@ pub enum ServiceError {
     #[error("{0}")]
     Config(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// How a connection ended.
@@ -250,7 +253,11 @@ impl<F: FileSystem> FlushService<F> {
             Request::Refresh | Request::Purge => {
                 // The client hears OK before the work starts.
                 self.reply(conn, Status::Ok);
-                let max_age = if request == Request::Refresh { self.refresh_time } else { 0 };
+                let max_age = if request == Request::Refresh {
+                    self.refresh_time
+                } else {
+                    0
+                };
                 return match self.refresh_service(now, max_age) {
                     Ok(()) => ConnectionEnd::Done,
                     Err(Fatal(why)) => {
@@ -298,7 +305,13 @@ impl<F: FileSystem> FlushService<F> {
         match site_to_ascii(site) {
             Ok(ascii) => {
                 if planted!(self, CaseSensitiveLogfileNames) && site.is_ascii() {
-                    let keep_case = |b: u8| if b.is_ascii_alphanumeric() { b as char } else { '_' };
+                    let keep_case = |b: u8| {
+                        if b.is_ascii_alphanumeric() {
+                            b as char
+                        } else {
+                            '_'
+                        }
+                    };
                     return Some(site.iter().map(|&b| keep_case(b)).collect());
                 }
                 Some(logfile_name(&ascii))
@@ -360,9 +373,14 @@ impl<F: FileSystem> FlushService<F> {
                         self.unlock(&file, name)?;
                         let _ = self.fs.close(file);
                         if attempts >= STRICT_RELINK_ATTEMPTS {
-                            return Err(Fatal(format!("fast flush logfile {name} keeps vanishing")));
+                            return Err(Fatal(format!(
+                                "fast flush logfile {name} keeps vanishing"
+                            )));
                         }
-                        debug!(logfile = name, "logfile deleted before it was locked, reopened");
+                        debug!(
+                            logfile = name,
+                            "logfile deleted before it was locked, reopened"
+                        );
                         continue;
                     }
                 }
@@ -587,7 +605,10 @@ impl<F: FileSystem> FlushService<F> {
                 let _ = self.fs.close(file);
                 return Moved::Nothing;
             }
-            if let Err(e) = self.fs.fchmod(&file, held.permissions() | QUEUE_FILE_UNTHROTTLE) {
+            if let Err(e) = self
+                .fs
+                .fchmod(&file, held.permissions() | QUEUE_FILE_UNTHROTTLE)
+            {
                 warn!(queue_file = %path.display(), error = %e, "fchmod");
             }
             let _ = self.fs.close(file);
@@ -875,7 +896,10 @@ fn file_name_ok(name: &str) -> bool {
 }
 
 fn invalid_name(name: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, format!("bad file name \"{name}\""))
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("bad file name \"{name}\""),
+    )
 }
 
 /// The lines of a logfile as Postfix's line reader returns them: up to a

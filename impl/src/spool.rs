@@ -67,7 +67,11 @@ impl Spool {
     pub fn new(config: &FlushConfig) -> Spool {
         Spool {
             root: PathBuf::from(&config.queue_directory),
-            hashed: config.hash_queue_names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+            hashed: config
+                .hash_queue_names
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
             depth: config.hash_queue_depth.max(1) as usize,
         }
     }
@@ -84,7 +88,9 @@ impl Spool {
 
     /// Whether a queue is hashed.
     pub fn is_hashed(&self, queue: &str) -> bool {
-        self.hashed.iter().any(|name| name.eq_ignore_ascii_case(queue))
+        self.hashed
+            .iter()
+            .any(|name| name.eq_ignore_ascii_case(queue))
     }
 
     /// The directory that holds `name` in `queue`, hash levels included.
@@ -123,14 +129,21 @@ impl Spool {
     /// directory is an error.
     pub fn make_dirs<F: FileSystem + ?Sized>(&self, fs: &F, dir: &Path) -> io::Result<()> {
         let relative = dir.strip_prefix(&self.root).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, "directory outside the queue directory")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "directory outside the queue directory",
+            )
         })?;
         let mut path = self.root.clone();
         for component in relative.components() {
             path.push(component);
             match fs.stat(&path) {
                 Ok(meta) if meta.is_dir() => continue,
-                Ok(_) => return Err(io::Error::from_raw_os_error(rustix::io::Errno::NOTDIR.raw_os_error())),
+                Ok(_) => {
+                    return Err(io::Error::from_raw_os_error(
+                        rustix::io::Errno::NOTDIR.raw_os_error(),
+                    ))
+                }
                 Err(e) if !is_not_found(&e) => return Err(e),
                 Err(_) => {}
             }
@@ -192,15 +205,30 @@ mod tests {
     #[test]
     fn deferred_is_hashed_one_level_by_default_and_flush_is_flat() {
         let s = spool(Path::new("/q"), "");
-        assert_eq!(s.path(DEFERRED, "A2AD898C68C"), Path::new("/q/deferred/A/A2AD898C68C"));
-        assert_eq!(s.path(INCOMING, "A2AD898C68C"), Path::new("/q/incoming/A2AD898C68C"));
-        assert_eq!(s.path(FLUSH, "example_com"), Path::new("/q/flush/example_com"));
+        assert_eq!(
+            s.path(DEFERRED, "A2AD898C68C"),
+            Path::new("/q/deferred/A/A2AD898C68C")
+        );
+        assert_eq!(
+            s.path(INCOMING, "A2AD898C68C"),
+            Path::new("/q/incoming/A2AD898C68C")
+        );
+        assert_eq!(
+            s.path(FLUSH, "example_com"),
+            Path::new("/q/flush/example_com")
+        );
     }
 
     #[test]
     fn hash_queue_names_are_compared_without_case() {
-        let s = spool(Path::new("/q"), "hash_queue_names = Deferred, FLUSH\nhash_queue_depth = 2\n");
-        assert_eq!(s.path(FLUSH, "example_com"), Path::new("/q/flush/e/x/example_com"));
+        let s = spool(
+            Path::new("/q"),
+            "hash_queue_names = Deferred, FLUSH\nhash_queue_depth = 2\n",
+        );
+        assert_eq!(
+            s.path(FLUSH, "example_com"),
+            Path::new("/q/flush/e/x/example_com")
+        );
         assert_eq!(s.path(DEFERRED, "A"), Path::new("/q/deferred/A/_/A"));
     }
 
@@ -213,7 +241,10 @@ mod tests {
         let hex = format!("{usec:05X}");
         assert_eq!(hash_levels(id, 2), hex.chars().take(2).collect::<Vec<_>>());
         let s = spool(Path::new("/q"), "");
-        assert_eq!(s.dir(DEFERRED, id), Path::new("/q/deferred").join(&hex[..1]));
+        assert_eq!(
+            s.dir(DEFERRED, id),
+            Path::new("/q/deferred").join(&hex[..1])
+        );
     }
 
     #[test]
@@ -234,7 +265,11 @@ mod tests {
         let s = spool(dir.path(), "hash_queue_depth = 2\n");
         let target = s.dir(DEFERRED, "AB1");
         s.make_dirs(&RealFs, &target).unwrap();
-        for level in [dir.path().join("deferred"), dir.path().join("deferred/A"), target.clone()] {
+        for level in [
+            dir.path().join("deferred"),
+            dir.path().join("deferred/A"),
+            target.clone(),
+        ] {
             let meta = RealFs.stat(&level).unwrap();
             assert!(meta.is_dir());
             assert_eq!(meta.permissions() & 0o700, 0o700);

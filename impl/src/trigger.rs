@@ -24,6 +24,9 @@ impl RecordingSink {
 
 impl TriggerSink for RecordingSink {
     fn send(&self, trigger: Trigger) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(trigger);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(trigger);
     }
 }
