@@ -1,7 +1,8 @@
 //! The programs that ask the flush server for something, end to end: SMTP
 //! `ETRN` (smtpd), `postqueue -s site` (and `sendmail -qRsite`),
-//! `postqueue -i queue_id`, and `postqueue -f` (which does not use the
-//! flush server at all).
+//! `postqueue -i queue_id`, `postqueue -f` (which does not use the flush
+//! server at all), and the client library's bare `flush_refresh()` and
+//! `flush_purge()`.
 //!
 //! Each runs in two halves around the flush request, so that the lockstep
 //! runner can send the one request to both sides and show each side's
@@ -28,6 +29,10 @@ pub enum Command {
     PostqueueSite { site: Vec<u8> },
     /// `postqueue -i queue_id`.
     PostqueueFile { queue_id: Vec<u8> },
+    /// The client library's `flush_refresh()`, as a program calls it.
+    LibraryRefresh,
+    /// The client library's `flush_purge()`.
+    LibraryPurge,
 }
 
 /// What a person sees of one client program.
@@ -60,9 +65,17 @@ pub enum Begun {
 /// What [`finish`] needs to remember from [`begin`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pending {
-    Etrn { site: Vec<u8> },
-    PostqueueSite { site: Vec<u8> },
-    PostqueueFile { queue_id: Vec<u8> },
+    Etrn {
+        site: Vec<u8>,
+    },
+    PostqueueSite {
+        site: Vec<u8>,
+    },
+    PostqueueFile {
+        queue_id: Vec<u8>,
+    },
+    /// A bare client library call: nothing to show but its status.
+    Library,
 }
 
 /// The client's local decisions, up to the flush request.
@@ -92,26 +105,26 @@ pub fn begin(client: &Client, command: &Command) -> Begun {
         }
         Command::PostqueueSite { site } => {
             let pending = Pending::PostqueueSite { site: site.clone() };
-            match client.flush_send_site(site) {
-                LocalDecision::Send(request) => Begun::Send { request, pending },
-                LocalDecision::Refuse(status) => Begun::Done {
-                    result: finish(client, &pending, status),
-                    status: Some(status),
-                },
-            }
+            decide(client, client.flush_send_site(site), pending)
         }
         Command::PostqueueFile { queue_id } => {
             let pending = Pending::PostqueueFile {
                 queue_id: queue_id.clone(),
             };
-            match client.flush_send_file(queue_id) {
-                LocalDecision::Send(request) => Begun::Send { request, pending },
-                LocalDecision::Refuse(status) => Begun::Done {
-                    result: finish(client, &pending, status),
-                    status: Some(status),
-                },
-            }
+            decide(client, client.flush_send_file(queue_id), pending)
         }
+        Command::LibraryRefresh => decide(client, client.flush_refresh(), Pending::Library),
+        Command::LibraryPurge => decide(client, client.flush_purge(), Pending::Library),
+    }
+}
+
+fn decide(client: &Client, decision: LocalDecision, pending: Pending) -> Begun {
+    match decision {
+        LocalDecision::Send(request) => Begun::Send { request, pending },
+        LocalDecision::Refuse(status) => Begun::Done {
+            result: finish(client, &pending, status),
+            status: Some(status),
+        },
     }
 }
 
@@ -144,6 +157,7 @@ pub fn finish(client: &Client, pending: &Pending, status: Status) -> ClientResul
                 smtp: None,
             }
         }
+        Pending::Library => ClientResult::default(),
     }
 }
 

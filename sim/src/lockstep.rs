@@ -296,8 +296,8 @@ impl From<anyhow::Error> for Stop {
 #[derive(Debug, Clone, Copy)]
 struct WakeupTimer {
     next: Option<Time>,
-    /// The period of an `N?` timer not yet started by a first use.
-    waiting: Option<i64>,
+    /// An `N?` timer not yet started by a first use.
+    waiting: bool,
     period: i64,
 }
 
@@ -306,26 +306,27 @@ impl WakeupTimer {
         match wakeup {
             Wakeup::Never => WakeupTimer {
                 next: None,
-                waiting: None,
+                waiting: false,
                 period: 0,
             },
             Wakeup::Every(n) => WakeupTimer {
                 next: Some(start + n),
-                waiting: None,
+                waiting: false,
                 period: n,
             },
             Wakeup::AfterFirstUse(n) => WakeupTimer {
                 next: None,
-                waiting: Some(n),
+                waiting: true,
                 period: n,
             },
         }
     }
 
-    /// A client used the service: an `N?` timer starts counting.
+    /// A client used the service: an `N?` timer starts, and as the master
+    /// starts a wakeup timer, with one wakeup at once.
     fn used(&mut self, now: Time) {
-        if let Some(n) = self.waiting.take() {
-            self.next = Some(now + n);
+        if std::mem::take(&mut self.waiting) {
+            self.next = Some(now);
         }
     }
 
@@ -626,6 +627,8 @@ impl<'a> Run<'a> {
                 primary = self.request(&wire::send_file_request(queue_id), "send_file")?;
             }
             Action::Refresh => primary = self.request(&wire::refresh_request(), "rfrsh")?,
+            Action::FlushRefresh => primary = self.command(&Command::LibraryRefresh)?,
+            Action::FlushPurge => primary = self.command(&Command::LibraryPurge)?,
             Action::Purge => primary = self.request(&wire::purge_request(), "purge")?,
             Action::Wakeup => {
                 self.step = StepKind::Wakeup;
@@ -1501,11 +1504,10 @@ mod tests {
         let mut w = WakeupTimer::new(Wakeup::AfterFirstUse(1000), 0);
         assert_eq!(w.next, None);
         w.used(50);
-        assert_eq!(w.next, Some(1050));
+        assert_eq!(w.next, Some(50));
+        w.fired(50);
         w.used(60);
         assert_eq!(w.next, Some(1050));
-        w.fired(1050);
-        assert_eq!(w.next, Some(2050));
         assert_eq!(WakeupTimer::new(Wakeup::Every(30), 100).next, Some(130));
         assert_eq!(WakeupTimer::new(Wakeup::Never, 100).next, None);
     }

@@ -110,9 +110,7 @@ fn lines(out: &mut String, lines: &[TraceLine]) {
                 out.push_str(&format!("  {label} -> flush: {}\n", show_bytes(input)));
                 let reply = exchange.output.strip_prefix(lockstep::ANNOUNCEMENT);
                 let shown = match reply {
-                    Some([]) => {
-                        "no reply after the announcement".to_string()
-                    }
+                    Some([]) => "no reply after the announcement".to_string(),
                     Some(reply) => format!(
                         "replied {} ({})",
                         show_bytes(reply),

@@ -66,8 +66,12 @@ impl QmgrTimers {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
     pub address: Vec<u8>,
-    /// What follows the right-most `@` (the whole address if there is none).
-    pub site: Vec<u8>,
+    /// What follows the right-most `@`, as written: the site of its `add`.
+    /// A recipient without a domain is never added.
+    pub site: Option<Vec<u8>>,
+    /// The destination the queue manager keeps up, down or dead: the site
+    /// folded to lower case (destinations are case-insensitive).
+    pub destination: Vec<u8>,
     pub delivered: bool,
 }
 
@@ -86,7 +90,8 @@ impl Message {
                 .iter()
                 .map(|address| Recipient {
                     address: address.clone(),
-                    site: site_of(address).to_vec(),
+                    site: site_of(address).map(<[u8]>::to_vec),
+                    destination: destination(site_of(address).unwrap_or(address)),
                     delivered: false,
                 })
                 .collect(),
@@ -96,12 +101,16 @@ impl Message {
     }
 }
 
-/// The site of an address: the part after the right-most `@`.
-pub fn site_of(address: &[u8]) -> &[u8] {
-    match address.iter().rposition(|b| *b == b'@') {
-        Some(at) => &address[at + 1..],
-        None => address,
-    }
+/// The site of an address: the part after the right-most `@`, if it is
+/// not empty (the delivery agents' condition for an `add`).
+pub fn site_of(address: &[u8]) -> Option<&[u8]> {
+    let at = address.iter().rposition(|b| *b == b'@')?;
+    Some(&address[at + 1..]).filter(|site| !site.is_empty())
+}
+
+/// A destination's key: queue names are folded to lower case.
+pub fn destination(site: &[u8]) -> Vec<u8> {
+    site.to_ascii_lowercase()
 }
 
 /// What the queue manager acts on: the reference spool to read, both sides
@@ -153,7 +162,10 @@ impl QueueManager {
         QueueManager {
             timers,
             messages: BTreeMap::new(),
-            up: sites.clone(),
+            up: sites
+                .iter()
+                .map(|(site, up)| (destination(site), *up))
+                .collect(),
             dead_until: BTreeMap::new(),
             next_deferred_scan: start + timers.queue_run_delay,
         }
@@ -176,7 +188,7 @@ impl QueueManager {
 
     /// A site comes up or goes down.
     pub fn set_site(&mut self, site: &[u8], up: bool) {
-        self.up.insert(site.to_vec(), up);
+        self.up.insert(destination(site), up);
     }
 
     /// When the next periodic deferred scan is due.
@@ -279,10 +291,10 @@ impl QueueManager {
         // its sites another chance.
         let mode = if mode & UNTHROTTLE != 0 {
             for r in message.recipients.iter().filter(|r| !r.delivered) {
-                if self.dead_until.remove(&r.site).is_some() {
+                if self.dead_until.remove(&r.destination).is_some() {
                     world.note(format!(
                         "queue manager: {id} was marked, {} is no longer dead",
-                        String::from_utf8_lossy(&r.site)
+                        String::from_utf8_lossy(&r.destination)
                     ));
                 }
             }
@@ -300,32 +312,35 @@ impl QueueManager {
         // deferred without one while its site is dead.
         let mut deferred = Vec::new();
         for r in message.recipients.iter_mut().filter(|r| !r.delivered) {
-            let site = String::from_utf8_lossy(&r.site).into_owned();
+            let dest = String::from_utf8_lossy(&r.destination).into_owned();
             let address = String::from_utf8_lossy(&r.address).into_owned();
             if self
                 .dead_until
-                .get(&r.site)
+                .get(&r.destination)
                 .is_some_and(|until| *until > now)
             {
                 world.note(format!(
                     "queue manager: {id} to {address}: deferred, delivery temporarily suspended \
-                     ({site} is dead)"
+                     ({dest} is dead)"
                 ));
                 deferred.push(r.site.clone());
-            } else if self.up.get(&r.site).copied().unwrap_or(false) {
+            } else if self.up.get(&r.destination).copied().unwrap_or(false) {
                 world.note(format!("queue manager: {id} to {address}: delivered"));
                 r.delivered = true;
             } else {
                 world.note(format!(
-                    "queue manager: {id} to {address}: deferred, {site} is down (dead for {}s)",
+                    "queue manager: {id} to {address}: deferred, {dest} is down (dead for {}s)",
                     self.timers.minimal_backoff_time
                 ));
-                self.dead_until
-                    .insert(r.site.clone(), now + self.timers.minimal_backoff_time);
+                let until = now + self.timers.minimal_backoff_time;
+                self.dead_until.insert(r.destination.clone(), until);
                 deferred.push(r.site.clone());
             }
         }
-        for site in &deferred {
+
+        // The delivery agent tells the flush server of each deferred
+        // recipient that has a domain.
+        for site in deferred.iter().flatten() {
             world.deferred(site, id)?;
         }
 
@@ -444,8 +459,9 @@ mod tests {
 
     #[test]
     fn the_site_is_right_of_the_right_most_at() {
-        assert_eq!(site_of(b"\"a@b\"@example.com"), b"example.com");
-        assert_eq!(site_of(b"postmaster"), b"postmaster");
+        assert_eq!(site_of(b"\"a@b\"@example.com"), Some(&b"example.com"[..]));
+        assert_eq!(site_of(b"postmaster"), None);
+        assert_eq!(site_of(b"user@"), None);
     }
 
     #[test]
@@ -468,6 +484,23 @@ mod tests {
         submit(&mut q, &mut w, "B2", &["c@down.example"], T0);
         q.on_arrival(T0 + 10, &mut w).unwrap();
         assert_eq!(w.state.queue_files["deferred/B2"].mtime, T0 + 10 + 300);
+    }
+
+    #[test]
+    fn destinations_are_case_insensitive_but_adds_keep_the_case_written() {
+        let mut q = qmgr_with(&[("example.com", false)]);
+        let mut w = Spool::default();
+        submit(&mut q, &mut w, "A1", &["a@EXAMPLE.com", "local"], T0);
+        q.on_arrival(T0, &mut w).unwrap();
+        assert_eq!(w.adds, vec!["EXAMPLE.com A1"]);
+
+        q.set_site(b"Example.COM", true);
+        q.set_site(b"local", true);
+        w.put_queue_file("A1", QueueName::Incoming, 0o700, T0 + 1, T0 + 1)
+            .unwrap();
+        q.on_triggers(&[Trigger::FlushDead, Trigger::ScanIncoming], T0 + 1, &mut w)
+            .unwrap();
+        assert!(w.state.queue_files.is_empty());
     }
 
     #[test]

@@ -176,6 +176,11 @@ pub enum Action {
     },
     Refresh,
     Purge,
+    /// The client library's `flush_refresh()`: refused locally when
+    /// `fast_flush_domains` is empty.
+    FlushRefresh,
+    /// The client library's `flush_purge()`.
+    FlushPurge,
     Wakeup,
     Request {
         wire: Vec<u8>,
@@ -207,6 +212,8 @@ impl Action {
             Action::SendFile { .. } => "send_file",
             Action::Refresh => "refresh",
             Action::Purge => "purge",
+            Action::FlushRefresh => "flush_refresh",
+            Action::FlushPurge => "flush_purge",
             Action::Wakeup => "wakeup",
             Action::Request { .. } => "request",
             Action::Advance => "advance",
@@ -449,6 +456,8 @@ const EVENT_KEYS: &[(&str, &[&str])] = &[
     ("send_file", &["queue_id"]),
     ("refresh", &[]),
     ("purge", &[]),
+    ("flush_refresh", &[]),
+    ("flush_purge", &[]),
     ("wakeup", &[]),
     ("request", &["wire"]),
     ("advance", &["by"]),
@@ -1015,6 +1024,8 @@ impl Reader<'_> {
             },
             "refresh" => Action::Refresh,
             "purge" => Action::Purge,
+            "flush_refresh" => Action::FlushRefresh,
+            "flush_purge" => Action::FlushPurge,
             "wakeup" => Action::Wakeup,
             "request" => Action::Request {
                 wire: self.bytes(&need(&e.wire, "wire")?)?,

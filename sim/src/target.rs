@@ -34,7 +34,8 @@ pub trait Target {
     /// One client connection that sends `input` in one write, at `now`.
     fn connect(&mut self, input: &[u8], now: Time) -> anyhow::Result<Exchange>;
 
-    /// Environment: put a queue file in a queue with this mode and times.
+    /// Environment: put a queue file in a queue with this mode and times,
+    /// removing it from wherever else it was (the model does the same).
     fn plant_queue_file(
         &mut self,
         queue_id: &str,
@@ -222,6 +223,10 @@ impl Target for SpoolTarget {
         atime: Time,
         mtime: Time,
     ) -> anyhow::Result<()> {
+        // A queue file is in one queue at a time: planting it moves it.
+        self.service
+            .remove_queue_file(queue_id)
+            .with_context(|| format!("removing queue file {queue_id} before planting it"))?;
         self.service
             .plant_queue_file(queue_id, queue, mode, atime, mtime)
             .with_context(|| format!("planting queue file {queue_id} in {queue}"))
