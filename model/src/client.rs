@@ -262,8 +262,13 @@ impl Client {
         })
     }
 
-    /// `postqueue -s site` / `sendmail -qRsite`, given the status.
+    /// `postqueue -s site` / `sendmail -qRsite`, given the status. A site
+    /// that [`Client::postqueue_site_check`] refuses never reaches the
+    /// server, so its refusal is the result whatever the status.
     pub fn postqueue_site_result(&self, site: &[u8], status: Status) -> CommandResult {
+        if let Some(refused) = self.postqueue_site_check(site) {
+            return refused;
+        }
         let site = String::from_utf8_lossy(c_string(site)).into_owned();
         match status {
             Status::Ok => CommandResult::ok(),
@@ -280,8 +285,13 @@ impl Client {
     }
 
     /// `postqueue -i queue_id`, given the status. DENY is not a status
-    /// `postqueue` expects here.
+    /// `postqueue` expects here. A queue ID that
+    /// [`Client::postqueue_file_check`] refuses never reaches the server,
+    /// so its refusal is the result whatever the status.
     pub fn postqueue_file_result(&self, queue_id: &[u8], status: Status) -> CommandResult {
+        if let Some(refused) = self.postqueue_file_check(queue_id) {
+            return refused;
+        }
         let queue_id = String::from_utf8_lossy(c_string(queue_id)).into_owned();
         match status {
             Status::Ok => CommandResult::ok(),
@@ -483,9 +493,14 @@ mod tests {
                     .into()
             }
         );
-        assert_eq!(c.postqueue_site_result(b"x", Status::Bad).exit, 64);
+        assert_eq!(c.postqueue_site_result(b"x.example", Status::Bad).exit, 64);
+        assert_eq!(c.postqueue_site_result(b"bad..site", Status::Ok).exit, 64);
         assert_eq!(
-            c.postqueue_site_result(b"x", Status::Fail).stderr,
+            c.postqueue_file_result(b"not-a-queue-id", Status::Ok).exit,
+            64
+        );
+        assert_eq!(
+            c.postqueue_site_result(b"x.example", Status::Fail).stderr,
             "postqueue: fatal: Cannot flush mail queue - mail system is down"
         );
         assert_eq!(
