@@ -15,7 +15,12 @@
 //! name the server does not know gets no reply at all.
 //!
 //! The status is written as Postfix's attribute writer writes an int, with
-//! `%u`: FAIL (-1) goes on the wire as `4294967295`.
+//! `%u`: FAIL (-1) goes on the wire as `4294967295`. Two measured quirks of
+//! the real server's stream decide whether it is written in full: when the
+//! client closes without sending a byte, the reply loses its attribute name
+//! (`3\0\0`); after a read that failed or timed out, nothing more is
+//! written on the connection at all, though the work a trigger asked for is
+//! still done ([`Channel`]).
 //!
 //! Postfix bounds neither an attribute's size nor (beyond an hour) the
 //! wait for input; the `strict` profile bounds both ([`Limits::strict`]).
@@ -104,6 +109,31 @@ pub enum Received {
     Unknown(Vec<u8>),
 }
 
+/// What a reply on this connection becomes, after what reading it did to
+/// the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// The reply is written as it is.
+    Normal,
+    /// The input ended before its first byte: the reply's attribute name
+    /// and its NUL are lost, so BAD goes out as `3\0\0`.
+    EmptyInput,
+    /// A read failed or timed out: no reply is written.
+    Silenced,
+}
+
+impl Channel {
+    /// The bytes of a reply with `code` on this channel.
+    pub fn reply(self, code: i32) -> Vec<u8> {
+        let reply = status_reply(code);
+        match self {
+            Channel::Normal => reply,
+            Channel::EmptyInput => reply[ATTR_STATUS.len() + 1..].to_vec(),
+            Channel::Silenced => Vec::new(),
+        }
+    }
+}
+
 /// One NUL-terminated string from the input.
 enum Text {
     Terminated(Vec<u8>),
@@ -120,6 +150,10 @@ struct Reader<'a> {
     buf: Vec<u8>,
     pos: usize,
     ended: bool,
+    /// A read failed (or timed out).
+    failed: bool,
+    /// Any byte was ever read.
+    got_data: bool,
     max_len: Option<usize>,
 }
 
@@ -139,6 +173,7 @@ impl Reader<'_> {
                     return false;
                 }
                 Ok(n) => {
+                    self.got_data = true;
                     self.buf.clear();
                     self.buf.extend_from_slice(&chunk[..n]);
                     self.pos = 0;
@@ -146,8 +181,9 @@ impl Reader<'_> {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    warn!(error = %e, "client: read error, taken as end of input");
+                    warn!(error = %e, "client: read error or timeout, taken as end of input");
                     self.ended = true;
+                    self.failed = true;
                     return false;
                 }
             }
@@ -250,8 +286,31 @@ impl Reader<'_> {
     }
 }
 
-/// Reads one request from a connection whose announcement was written.
-pub fn receive(conn: &mut dyn Connection, limits: Limits) -> Received {
+/// Reads one request from a connection whose announcement was written,
+/// and says what the reply will become on it.
+pub fn receive(conn: &mut dyn Connection, limits: Limits) -> (Received, Channel) {
+    let mut reader = Reader {
+        conn,
+        buf: Vec::new(),
+        pos: 0,
+        ended: false,
+        failed: false,
+        got_data: false,
+        max_len: limits.max_attribute_len,
+    };
+    let received = receive_from(&mut reader, limits);
+    let channel = if reader.failed {
+        Channel::Silenced
+    } else if reader.ended && !reader.got_data {
+        Channel::EmptyInput
+    } else {
+        Channel::Normal
+    };
+    (received, channel)
+}
+
+fn receive_from(reader: &mut Reader<'_>, limits: Limits) -> Received {
+    let conn = &mut *reader.conn;
     if let Err(e) = conn.set_read_timeout(Some(limits.read_wait)) {
         warn!(error = %e, "client: cannot set the read timeout");
     }
@@ -264,14 +323,6 @@ pub fn receive(conn: &mut dyn Connection, limits: Limits) -> Received {
             return Received::Bad;
         }
     };
-    let mut reader = Reader {
-        conn,
-        buf: Vec::new(),
-        pos: 0,
-        ended: false,
-        max_len: limits.max_attribute_len,
-    };
-
     let request = if waiting <= TRIGGER_MAX_LEN {
         match reader.string() {
             Text::Terminated(name) => name,
@@ -341,7 +392,11 @@ mod tests {
     use flushbed_vocab::wire;
 
     fn read(input: &[u8]) -> Received {
-        receive(&mut MemoryConnection::new(input), Limits::postfix())
+        receive(&mut MemoryConnection::new(input), Limits::postfix()).0
+    }
+
+    fn channel(input: &[u8]) -> Channel {
+        receive(&mut MemoryConnection::new(input), Limits::postfix()).1
     }
 
     fn add(site: &[u8], id: &[u8]) -> Received {
@@ -399,8 +454,60 @@ mod tests {
     }
 
     #[test]
-    fn empty_input_is_bad() {
+    fn empty_input_is_bad_and_loses_the_reply_attribute_name() {
         assert_eq!(read(b""), Received::Bad);
+        assert_eq!(channel(b""), Channel::EmptyInput);
+        assert_eq!(Channel::EmptyInput.reply(Status::Bad.code()), b"3\0\0");
+        assert_eq!(channel(b"\xff"), Channel::Normal);
+        assert_eq!(channel(b"request\0add\0"), Channel::Normal);
+    }
+
+    /// Input that arrives in pieces, then fails.
+    struct Failing(Vec<&'static [u8]>);
+
+    impl Connection for Failing {
+        fn wait_and_peek(&mut self) -> std::io::Result<usize> {
+            Ok(self.0.first().map_or(0, |chunk| chunk.len()))
+        }
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "timed out",
+                ));
+            }
+            let chunk = self.0.remove(0);
+            buf[..chunk.len()].copy_from_slice(chunk);
+            Ok(chunk.len())
+        }
+        fn write_all(&mut self, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_read_timeout_silences_the_reply_but_a_wakeup_is_still_done() {
+        let (received, channel) = receive(&mut Failing(vec![b"W"]), Limits::postfix());
+        assert_eq!(received, Received::Request(Request::Refresh));
+        assert_eq!(channel, Channel::Silenced);
+        assert!(Channel::Silenced.reply(0).is_empty());
+
+        let cut = &b"request\0add\0site\0example.com\0queue_id\0ABC\0"[..];
+        let (received, channel) = receive(&mut Failing(vec![cut]), Limits::postfix());
+        assert_eq!((received, channel), (Received::Bad, Channel::Silenced));
+    }
+
+    #[test]
+    fn a_request_split_after_two_bytes_is_read_as_a_trigger_name() {
+        let split = Failing(vec![b"re", b"quest\0rfrsh\0\0"]);
+        let (received, channel) = receive(&mut { split }, Limits::postfix());
+        assert_eq!(received, Received::Unknown(b"request".to_vec()));
+        assert_eq!(channel, Channel::Normal);
+        let split = Failing(vec![b"req", b"uest\0rfrsh\0\0"]);
+        assert_eq!(
+            receive(&mut { split }, Limits::postfix()).0,
+            Received::Request(Request::Refresh)
+        );
     }
 
     #[test]
@@ -479,14 +586,14 @@ mod tests {
         let site = vec![b'a'; STRICT_MAX_ATTRIBUTE_LEN + 1];
         let input = wire::add_request(&site, b"ABC");
         assert_eq!(
-            receive(&mut MemoryConnection::new(&input), Limits::strict()),
+            receive(&mut MemoryConnection::new(&input), Limits::strict()).0,
             Received::Bad
         );
         assert_eq!(read(&input), add(&site, b"ABC"));
         let site = vec![b'a'; STRICT_MAX_ATTRIBUTE_LEN];
         let input = wire::add_request(&site, b"ABC");
         assert_eq!(
-            receive(&mut MemoryConnection::new(&input), Limits::strict()),
+            receive(&mut MemoryConnection::new(&input), Limits::strict()).0,
             add(&site, b"ABC")
         );
     }

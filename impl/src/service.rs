@@ -231,10 +231,11 @@ impl<F: FileSystem> FlushService<F> {
             warn!(error = %e, "client: cannot announce the protocol");
         }
 
-        let request = match protocol::receive(conn, self.limits()) {
+        let (received, channel) = protocol::receive(conn, self.limits());
+        let request = match received {
             Received::Request(request) => request,
             Received::Bad => {
-                self.reply(conn, Status::Bad);
+                self.reply(conn, channel, Status::Bad);
                 return ConnectionEnd::Done;
             }
             Received::Unknown(name) => {
@@ -252,7 +253,7 @@ impl<F: FileSystem> FlushService<F> {
             Request::SendFile { queue_id } => self.send_file_service(now, &queue_id),
             Request::Refresh | Request::Purge => {
                 // The client hears OK before the work starts.
-                self.reply(conn, Status::Ok);
+                self.reply(conn, channel, Status::Ok);
                 let max_age = if request == Request::Refresh {
                     self.refresh_time
                 } else {
@@ -269,7 +270,7 @@ impl<F: FileSystem> FlushService<F> {
         };
         match outcome {
             Ok(status) => {
-                self.reply(conn, status);
+                self.reply(conn, channel, status);
                 ConnectionEnd::Done
             }
             Err(Fatal(why)) => {
@@ -279,10 +280,17 @@ impl<F: FileSystem> FlushService<F> {
         }
     }
 
-    fn reply(&self, conn: &mut dyn Connection, status: Status) {
-        let mut bytes = protocol::reply(status);
+    fn reply(&self, conn: &mut dyn Connection, channel: protocol::Channel, status: Status) {
+        let mut bytes = channel.reply(status.code());
         if planted!(self, FailWrittenSigned) && status == Status::Fail {
             bytes = b"status\0-1\0\0".to_vec();
+        }
+        if bytes.is_empty() {
+            debug!(
+                status = status.name(),
+                "client: a read failed, reply not written"
+            );
+            return;
         }
         if let Err(e) = conn.write_all(&bytes) {
             warn!(status = status.name(), error = %e, "client: cannot write the reply");

@@ -231,3 +231,49 @@ fn a_hashed_incoming_queue_gets_its_hash_directory_on_the_move() {
     bed.request(&send_site_request(b"example.com"), T0 + 1);
     assert_eq!(bed.find("A1").unwrap(), "incoming/A/A1");
 }
+
+#[test]
+fn long_queue_ids_are_looked_for_where_the_real_server_looks() {
+    let bed = Bed::new(DOMAINS, Profile::Postfix);
+    for id in ["4T2BxK1Zr8z1a2b", "4T2BxK1ZrZz1a2b"] {
+        bed.plant(id, QueueName::Deferred, 0o700, T0);
+        assert_eq!(bed.find(id).unwrap(), format!("deferred/3/{id}"));
+    }
+    bed.plant("ABCDEF12345", QueueName::Deferred, 0o700, T0);
+    assert_eq!(bed.find("ABCDEF12345").unwrap(), "deferred/A/ABCDEF12345");
+}
+
+#[test]
+fn a_damaged_logfile_reads_as_measured_on_the_real_server() {
+    let bed = Bed::new(DOMAINS, Profile::Postfix);
+    for id in ["AAA111", "BBB222", "CCC333", "DDD444"] {
+        bed.plant(id, QueueName::Deferred, 0o700, T0 + 3600);
+    }
+    let content = b"AAA111\n\nBBB222\r\nCCC333\x00junk\nAAA111\nDDD444";
+    bed.write_logfile("example_com", content, T0 - 3600, T0 - 3600);
+    let out = bed.request(&send_site_request(b"example.com"), T0);
+    assert_eq!(out.reply, status(OK));
+    assert_eq!(
+        out.triggers,
+        vec![Trigger::FlushDead, Trigger::ScanIncoming]
+    );
+    for id in ["AAA111", "CCC333", "DDD444"] {
+        assert_eq!(
+            times(&bed.queue_dir().join("incoming").join(id)),
+            (T0, T0, 0o700)
+        );
+    }
+    let bbb = bed.queue_dir().join("deferred/B/BBB222");
+    assert_eq!(times(&bbb), (T0 + 3600, T0 + 3600, 0o700));
+    assert_eq!(bed.logfile("example_com").unwrap(), b"");
+    assert_eq!(times(&bed.logfile_path("example_com")), (T0, T0, 0o600));
+
+    // A last line ending in 0xFE is read (and bad); 0xFF is not read.
+    bed.write_logfile("example_com", b"HHH889\xfe", T0 - 3600, T0 - 3600);
+    let out = bed.request(&send_site_request(b"example.com"), T0);
+    assert_eq!(
+        out.triggers,
+        vec![Trigger::FlushDead, Trigger::ScanIncoming]
+    );
+    assert_eq!(bed.logfile("example_com").unwrap(), b"");
+}
