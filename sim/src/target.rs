@@ -153,7 +153,7 @@ impl SpoolTarget {
     /// service on the spool, so that a test can show the lockstep catches it.
     #[cfg(feature = "planted-bugs")]
     pub fn plant_bug(&mut self, bug: flushbed_impl::PlantedBug) {
-        self.service.plant_bug(bug.clone());
+        self.service.plant_bug(bug);
         self.bug = Some(bug);
     }
 }
@@ -204,8 +204,8 @@ impl Target for SpoolTarget {
             // The master starts a fresh process for the next connection.
             self.service = start_service(&self.config, self.profile, &self.clock, &self.sink)?;
             #[cfg(feature = "planted-bugs")]
-            if let Some(bug) = &self.bug {
-                self.service.plant_bug(bug.clone());
+            if let Some(bug) = self.bug {
+                self.service.plant_bug(bug);
             }
         }
         Ok(Exchange {
