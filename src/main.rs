@@ -235,7 +235,7 @@ fn check(
                 writeln!(out, "{}", result_line(&result))?;
                 match &result.outcome {
                     Outcome::Diverged(report) | Outcome::ExpectationFailed(report) => {
-                        write!(out, "{}", report.render(&result.scenario, profile))?;
+                        write!(out, "{}", report.render(profile))?;
                     }
                     Outcome::Error { why } => writeln!(out, "    {why}")?,
                     Outcome::Pass | Outcome::Skipped { .. } => {}

@@ -34,11 +34,9 @@ fn every_scenario_passes_in_lockstep() {
             let result = lockstep::run(&scenario, profile, TargetKind::Spool);
             match &result.outcome {
                 Outcome::Pass | Outcome::Skipped { .. } => {}
-                Outcome::Diverged(r) | Outcome::ExpectationFailed(r) => failures.push(format!(
-                    "{}\n{}",
-                    scenario.name,
-                    r.render(&scenario.name, profile)
-                )),
+                Outcome::Diverged(r) | Outcome::ExpectationFailed(r) => {
+                    failures.push(format!("{}\n{}", scenario.name, r.render(profile)))
+                }
                 Outcome::Error { why } => failures.push(format!("{}: {why}", scenario.name)),
             }
         }

@@ -1336,7 +1336,7 @@ fn show_opt(value: &Option<String>) -> String {
 impl Report {
     /// The report as a person reads it: where, when, and each difference
     /// with the model's value above the target's.
-    pub fn render(&self, scenario: &str, profile: Profile) -> String {
+    pub fn render(&self, profile: Profile) -> String {
         let mut out = String::new();
         let sign = if self.offset < 0 { "-" } else { "+" };
         let when = format!("at {sign}{}s ({})", self.offset.abs(), self.time);
@@ -1357,7 +1357,6 @@ impl Report {
                 self.step
             )),
         }
-        let _ = scenario;
         for d in &self.differences {
             out.push_str(&format!(
                 "      {}\n        model:  {}\n        target: {}\n",

@@ -67,11 +67,11 @@ pub fn narrate(
         Outcome::Skipped { why } => out.push_str(&format!("skipped: {why}\n")),
         Outcome::Diverged(report) => {
             out.push_str("DIVERGED: the target did something else\n");
-            out.push_str(&report.render(&scenario.name, profile));
+            out.push_str(&report.render(profile));
         }
         Outcome::ExpectationFailed(report) => {
             out.push_str("EXPECTATION FAILED: the model did not do what the scenario expects\n");
-            out.push_str(&report.render(&scenario.name, profile));
+            out.push_str(&report.render(profile));
         }
         Outcome::Error { why } => out.push_str(&format!("ERROR: {why}\n")),
     }
