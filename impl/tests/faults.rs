@@ -14,18 +14,27 @@ use std::sync::Mutex;
 use common::*;
 use flushbed_impl::fs::{FileSystem, Metadata};
 use flushbed_impl::RealFs;
-use flushbed_vocab::wire::{add_request, send_site_request};
+use flushbed_vocab::wire::{add_request, refresh_request, send_site_request};
 use flushbed_vocab::{Profile, QueueName, Time, Trigger};
 use rustix::fd::OwnedFd;
 
+/// Something another process does while the server waits for a lock.
+type Meanwhile = Box<dyn FnOnce() + Send>;
+
 /// The real file system, with chosen operations failing (`EIO`, or
-/// `EACCES` for opens).
+/// `EACCES` for opens), and something that can happen just before the
+/// next lock is granted.
 #[derive(Default)]
 struct Faulty {
     failing: Mutex<HashSet<&'static str>>,
+    before_lock: Mutex<Option<Meanwhile>>,
 }
 
 impl Faulty {
+    fn before_next_lock(&self, meanwhile: impl FnOnce() + Send + 'static) {
+        *self.before_lock.lock().unwrap() = Some(Box::new(meanwhile));
+    }
+
     fn fail(&self, op: &'static str) {
         self.failing.lock().unwrap().insert(op);
     }
@@ -71,6 +80,10 @@ impl FileSystem for Faulty {
     }
     fn lock_exclusive(&self, file: &OwnedFd) -> io::Result<()> {
         self.check("lock")?;
+        let meanwhile = self.before_lock.lock().unwrap().take();
+        if let Some(meanwhile) = meanwhile {
+            meanwhile();
+        }
         RealFs.lock_exclusive(file)
     }
     fn unlock(&self, file: &OwnedFd) -> io::Result<()> {
@@ -228,5 +241,60 @@ fn a_failed_logfile_time_reset_changes_no_answer() {
     let out = bed.request(&send_site_request(b"example.com"), T0);
     assert_eq!(out.reply, status(OK));
     assert!(!out.died);
+    assert_eq!(bed.logfile("example_com").unwrap(), b"");
+}
+
+#[test]
+fn an_add_whose_logfile_is_removed_before_its_lock_is_lost_under_postfix_only() {
+    for (profile, kept) in [
+        (Profile::Postfix, None),
+        (Profile::Strict, Some(&b"A1\n"[..])),
+    ] {
+        let bed = bed(profile);
+        bed.write_logfile("example_com", b"", T0 - 1000, T0 - 1000);
+        let path = bed.logfile_path("example_com");
+        bed.service
+            .fs()
+            .before_next_lock(move || std::fs::remove_file(path).unwrap());
+        let out = bed.request(&add_request(b"example.com", b"A1"), T0);
+        assert_eq!(out.reply, status(OK));
+        assert_eq!(bed.logfile("example_com").as_deref(), kept, "{profile:?}");
+    }
+}
+
+#[test]
+fn strict_refresh_keeps_an_empty_logfile_written_to_before_its_lock() {
+    let main_cf = "fast_flush_domains = example.com\nfast_flush_purge_time = 180s\n";
+    for (profile, kept) in [
+        (Profile::Postfix, None),
+        (Profile::Strict, Some(&b"A1\n"[..])),
+    ] {
+        let bed = Bed::with_fs(Faulty::default(), main_cf, profile);
+        bed.write_logfile("example_com", b"", T0 - 1000, T0 - 1000);
+        let path = bed.logfile_path("example_com");
+        bed.service
+            .fs()
+            .before_next_lock(move || std::fs::write(path, b"A1\n").unwrap());
+
+        // Under postfix there is no lock to wait for: the file goes at once
+        // and the hook never runs.
+        let out = bed.request(&refresh_request(), T0);
+        assert_eq!(out.reply, status(OK));
+        assert_eq!(bed.logfile("example_com").as_deref(), kept, "{profile:?}");
+    }
+}
+
+#[test]
+fn strict_refresh_keeps_a_logfile_replaced_before_its_lock() {
+    let main_cf = "fast_flush_domains = example.com\nfast_flush_purge_time = 180s\n";
+    let bed = Bed::with_fs(Faulty::default(), main_cf, Profile::Strict);
+    bed.write_logfile("example_com", b"", T0 - 1000, T0 - 1000);
+    let path = bed.logfile_path("example_com");
+    let spare = bed.dir.path().join("spare");
+    std::fs::write(&spare, b"").unwrap();
+    bed.service
+        .fs()
+        .before_next_lock(move || std::fs::rename(spare, path).unwrap());
+    bed.request(&refresh_request(), T0);
     assert_eq!(bed.logfile("example_com").unwrap(), b"");
 }
