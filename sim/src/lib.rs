@@ -11,10 +11,12 @@
 //! - [`scenario`]: the scenario file format.
 //! - [`lockstep`]: the runner, and what it reports.
 //! - [`narrate`]: a scenario's run told step by step.
+//! - [`lab`]: private real Postfix instances, the oracle.
 
 pub mod clients;
 pub mod clock;
 pub mod escape;
+pub mod lab;
 pub mod lockstep;
 pub mod narrate;
 pub mod observe;
