@@ -25,6 +25,7 @@ pub mod domain_list;
 pub mod fs;
 pub mod names;
 pub mod protocol;
+pub mod server;
 pub mod service;
 pub mod spool;
 pub mod trigger;

@@ -1,0 +1,623 @@
+//! The flush server on a UNIX-domain socket: what `flushbed serve` runs in
+//! place of Postfix's master and its flush(8) processes.
+//!
+//! One request per connection, many connections at once, as the master
+//! runs many flush processes. Each connection gets its own thread (up to a
+//! limit, like the master's process limit; more wait in the listen queue),
+//! and every thread shares one [`FlushService`]: logfiles are serialised by
+//! `flock(2)`, so flushbed's connections, and a real Postfix's processes on
+//! the same spool, exclude each other exactly where Postfix's do.
+//!
+//! - [`UnixConnection`]: a client on the socket, its waits for input
+//!   bounded by the profile's read timeout and cut short when the server
+//!   stops.
+//! - [`QmgrTrigger`]: triggers to the queue manager's `public/qmgr`, as
+//!   Postfix's `mail_trigger()` sends them.
+//! - [`Server`]: binds the socket, serves until the shutdown flag is
+//!   raised ([`stop_on_signals`] raises it on SIGTERM and SIGINT), then
+//!   stops.
+//!
+//! Stopping: the server stops accepting and removes its socket, so that
+//! new clients are refused at once instead of waiting in the listen queue.
+//! Every connection in progress finishes its request; one still waiting
+//! for its client's input gets [`STOP_GRACE`] more to send it, and is then
+//! closed without a reply, as after a read timeout. Only then does
+//! [`Server::run`] return. A logfile line is written whole or not at all,
+//! so a stop never leaves one half-written.
+//!
+//! A fatal error (what would make Postfix's flush process die) ends only
+//! its own connection, without a reply, and is logged as
+//! [`FLUSH_PROCESS_DIED`]; the next connection is served as by the fresh
+//! process the master would start.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use flushbed_vocab::{Profile, Trigger};
+use rustix::net::{AddressFamily, RecvFlags, SocketAddrUnix, SocketFlags, SocketType};
+use tracing::{debug, error, info, warn};
+
+use crate::protocol;
+use crate::{Connection, ConnectionEnd, FlushService, TriggerSink};
+
+/// How long Postfix waits for a client by default (`ipc_timeout`): the
+/// `postfix` profile's read timeout unless `main.cf` says otherwise.
+pub const POSTFIX_IPC_TIMEOUT: Duration = protocol::POSTFIX_READ_WAIT;
+
+/// The `strict` profile's longest wait for a client's input, so that idle
+/// clients cannot pin connections for an hour.
+pub const STRICT_READ_TIMEOUT: Duration = protocol::STRICT_READ_WAIT;
+
+/// How many connections are served at once; more wait in the listen
+/// queue. Postfix's `default_process_limit` is 100.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+
+/// How long a client that is still sending its request when the server
+/// stops may go on sending.
+pub const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// What the log says when a request ends as Postfix's flush process would
+/// die: the message of the one error event per such request.
+pub const FLUSH_PROCESS_DIED: &str = "flush process died";
+
+/// How often blocked waits look at the shutdown flag.
+const POLL_SLICE: Duration = Duration::from_millis(100);
+
+/// How many bytes [`UnixConnection::wait_and_peek`] looks at: enough to
+/// tell a trigger (two bytes or fewer) from a request.
+const PEEK_LEN: usize = 64;
+
+/// The read timeout a profile gives a client, given `ipc_timeout`: the
+/// real server's for `postfix`, never more than [`STRICT_READ_TIMEOUT`]
+/// for `strict`.
+pub fn read_timeout(profile: Profile, ipc_timeout: Duration) -> Duration {
+    match profile {
+        Profile::Postfix => ipc_timeout,
+        Profile::Strict => ipc_timeout.min(STRICT_READ_TIMEOUT),
+    }
+}
+
+/// How the server listens.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The socket, normally `$queue_directory/public/flush`.
+    pub socket_path: PathBuf,
+    /// The longest wait for a client's input; the service's own bound
+    /// applies too, whichever is shorter.
+    pub read_timeout: Duration,
+    /// How many connections are served at once.
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    /// The defaults of a profile: its read timeout with Postfix's default
+    /// `ipc_timeout`, and Postfix's process limit.
+    pub fn new(socket_path: PathBuf, profile: Profile) -> ServerConfig {
+        ServerConfig {
+            socket_path,
+            read_timeout: read_timeout(profile, POSTFIX_IPC_TIMEOUT),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// When the server began to stop; unset while it serves.
+type StopTime = Arc<OnceLock<Instant>>;
+
+/// A client connection on a UNIX-domain stream socket. Every wait for
+/// input is bounded by the read timeout and ends [`STOP_GRACE`] after the
+/// server began to stop; either end is a timeout, which the protocol takes
+/// as the end of input (and Postfix's stream then writes no reply).
+pub struct UnixConnection {
+    stream: UnixStream,
+    /// The server's bound.
+    read_timeout: Duration,
+    /// The wait in force: the server's bound or the service's, the shorter.
+    wait: Duration,
+    stopping: StopTime,
+}
+
+impl UnixConnection {
+    /// A connection whose waits for input last at most `read_timeout`.
+    pub fn new(stream: UnixStream, read_timeout: Duration) -> io::Result<UnixConnection> {
+        UnixConnection::serving(stream, read_timeout, Arc::default())
+    }
+
+    fn serving(
+        stream: UnixStream,
+        read_timeout: Duration,
+        stopping: StopTime,
+    ) -> io::Result<UnixConnection> {
+        // The reply is small, but a client that never reads must not hold
+        // a connection for ever either.
+        stream.set_write_timeout(Some(read_timeout.max(POLL_SLICE)))?;
+        Ok(UnixConnection {
+            stream,
+            read_timeout,
+            wait: read_timeout,
+            stopping,
+        })
+    }
+
+    /// Waits until input (or the client's close) is there, as Postfix's
+    /// `read_wait()` does, in slices so that a stop is seen.
+    fn wait_readable(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + self.wait;
+        loop {
+            let now = Instant::now();
+            let stop = self.stopping.get().map(|since| *since + STOP_GRACE);
+            let until = stop.map_or(deadline, |stop| stop.min(deadline));
+            if now >= until {
+                let why = if stop.is_some_and(|stop| stop <= deadline) {
+                    "server stopping: no more input awaited"
+                } else {
+                    "timeout waiting for input"
+                };
+                return Err(io::Error::new(io::ErrorKind::TimedOut, why));
+            }
+            let slice = (until - now).min(POLL_SLICE).max(Duration::from_millis(1));
+            self.stream.set_read_timeout(Some(slice))?;
+            let mut probe = [0u8; 1];
+            match rustix::net::recv(&self.stream, &mut probe[..], RecvFlags::PEEK) {
+                Ok(_) => return Ok(()),
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Connection for UnixConnection {
+    fn wait_and_peek(&mut self) -> io::Result<usize> {
+        self.wait_readable()?;
+
+        // Count what is waiting without consuming it, as peekfd() does.
+        let mut buf = [0u8; PEEK_LEN];
+        loop {
+            match rustix::net::recv(&self.stream, &mut buf[..], RecvFlags::PEEK) {
+                Ok((waiting, _)) => return Ok(waiting),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.wait_readable()?;
+        loop {
+            match self.stream.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.stream.write_all(buf)?;
+        self.stream.flush()
+    }
+
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.wait = timeout.map_or(self.read_timeout, |t| t.min(self.read_timeout));
+        Ok(())
+    }
+}
+
+/// Sends triggers to the queue manager's `public/qmgr` as Postfix's
+/// `mail_trigger()` does: to a UNIX socket the byte then a NUL, to a FIFO
+/// the byte alone, never waiting for a busy queue manager. A queue manager
+/// that is not there is a warning, never the request's failure.
+#[derive(Debug, Clone)]
+pub struct QmgrTrigger {
+    path: PathBuf,
+}
+
+impl QmgrTrigger {
+    /// Triggers to `$queue_directory/public/qmgr`.
+    pub fn new(queue_directory: &Path) -> QmgrTrigger {
+        QmgrTrigger {
+            path: queue_directory.join("public").join("qmgr"),
+        }
+    }
+
+    /// The queue manager's trigger endpoint.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn deliver(&self, trigger: Trigger) -> io::Result<()> {
+        let kind = std::fs::metadata(&self.path)?.file_type();
+        if kind.is_socket() {
+            // Non-blocking: a queue manager whose listen queue is full makes
+            // the connect fail instead of holding up the request.
+            let fd = rustix::net::socket_with(
+                AddressFamily::UNIX,
+                SocketType::STREAM,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+                None,
+            )?;
+            rustix::net::connect(&fd, &SocketAddrUnix::new(&self.path)?)?;
+            let stream = UnixStream::from(fd);
+            (&stream).write_all(&[trigger.byte(), 0])
+        } else if kind.is_fifo() {
+            // Non-blocking, so that a FIFO nobody reads fails at once.
+            let fifo = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                .open(&self.path)?;
+            (&fifo).write_all(&[trigger.byte()])
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "neither a socket nor a FIFO",
+            ))
+        }
+    }
+}
+
+impl TriggerSink for QmgrTrigger {
+    fn send(&self, trigger: Trigger) {
+        match self.deliver(trigger) {
+            Ok(()) => debug!(
+                qmgr = %self.path.display(),
+                trigger = %(trigger.byte() as char),
+                "trigger sent"
+            ),
+            Err(e) => warn!(
+                qmgr = %self.path.display(),
+                trigger = %(trigger.byte() as char),
+                error = %e,
+                "trigger not delivered to the queue manager"
+            ),
+        }
+    }
+}
+
+/// Raises `shutdown` on SIGTERM and SIGINT, instead of the process dying
+/// mid-request.
+pub fn stop_on_signals(shutdown: &Arc<AtomicBool>) -> io::Result<()> {
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(shutdown))?;
+    }
+    Ok(())
+}
+
+/// Counts connections in progress, so that accepting can pause at the
+/// limit and a stop can wait for them.
+#[derive(Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl InFlight {
+    /// Takes a slot if one is free within `wait`.
+    fn enter(&self, limit: usize, wait: Duration) -> bool {
+        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut count, _) = self
+            .changed
+            .wait_timeout_while(count, wait, |count| *count >= limit)
+            .unwrap_or_else(|e| e.into_inner());
+        if *count >= limit {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn leave(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *count = count.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
+    fn wait_idle(&self) {
+        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let _idle = self
+            .changed
+            .wait_while(count, |count| *count > 0)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// Gives back a connection's slot however its thread ends.
+struct Slot(Arc<InFlight>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// A listening flush server.
+pub struct Server {
+    listener: UnixListener,
+    /// The socket's inode, so that a stop removes only our own socket.
+    socket_ino: u64,
+    service: Arc<FlushService>,
+    config: ServerConfig,
+    in_flight: Arc<InFlight>,
+    stopping: StopTime,
+}
+
+impl Server {
+    /// Binds the socket with mode 0666, as the master makes a public
+    /// service's socket, so that every local user's `postqueue` and the
+    /// `postfix` user's processes can connect. A stale socket (nobody
+    /// listening) is replaced; a live one is an error.
+    pub fn bind(service: Arc<FlushService>, config: ServerConfig) -> io::Result<Server> {
+        let path = &config.socket_path;
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", path.display()),
+                ));
+            }
+            match UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("a server is listening on {}", path.display()),
+                    ))
+                }
+                Err(_) => {
+                    debug!(socket = %path.display(), "stale socket removed");
+                    std::fs::remove_file(path)?;
+                }
+            }
+        }
+
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+        let socket_ino = std::fs::symlink_metadata(path)?.ino();
+
+        // accept() then returns now and then, to see the shutdown flag.
+        rustix::net::sockopt::set_socket_timeout(
+            &listener,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(POLL_SLICE),
+        )?;
+        info!(socket = %path.display(), "listening");
+        Ok(Server {
+            listener,
+            socket_ino,
+            service,
+            config,
+            in_flight: Arc::default(),
+            stopping: Arc::default(),
+        })
+    }
+
+    /// The socket the server listens on.
+    pub fn socket_path(&self) -> &Path {
+        &self.config.socket_path
+    }
+
+    /// Serves connections until `shutdown` is raised, then stops: no new
+    /// connection, the socket removed, every request in progress finished.
+    pub fn run(self, shutdown: &AtomicBool) -> io::Result<()> {
+        while !shutdown.load(Ordering::SeqCst) {
+            if !self
+                .in_flight
+                .enter(self.config.max_connections, POLL_SLICE)
+            {
+                continue;
+            }
+            let slot = Slot(Arc::clone(&self.in_flight));
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    // Out of descriptors, say: wait rather than spin.
+                    warn!(socket = %self.config.socket_path.display(), error = %e, "accept failed");
+                    thread::sleep(POLL_SLICE);
+                    continue;
+                }
+            };
+            let service = Arc::clone(&self.service);
+            let read_timeout = self.config.read_timeout;
+            let stopping = Arc::clone(&self.stopping);
+            let spawned = thread::Builder::new()
+                .name("flush".to_string())
+                .spawn(move || {
+                    let _slot = slot;
+                    serve_one(&service, stream, read_timeout, stopping);
+                });
+            if let Err(e) = spawned {
+                warn!(error = %e, "cannot start a thread: connection dropped");
+            }
+        }
+
+        // New clients are refused from here on instead of waiting.
+        let _ = self.stopping.set(Instant::now());
+        info!(socket = %self.config.socket_path.display(), "stopping: finishing the requests in progress");
+        let Server {
+            listener,
+            socket_ino,
+            config,
+            in_flight,
+            ..
+        } = self;
+        drop(listener);
+        remove_own_socket(&config.socket_path, socket_ino);
+        in_flight.wait_idle();
+        info!(socket = %config.socket_path.display(), "stopped");
+        Ok(())
+    }
+}
+
+fn remove_own_socket(path: &Path, ino: u64) {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.ino() == ino => {
+            if let Err(e) = std::fs::remove_file(path) {
+                warn!(socket = %path.display(), error = %e, "cannot remove socket");
+            }
+        }
+        Ok(_) => warn!(socket = %path.display(), "socket replaced by another, left alone"),
+        Err(e) => debug!(socket = %path.display(), error = %e, "socket already gone"),
+    }
+}
+
+fn serve_one(service: &FlushService, stream: UnixStream, read_timeout: Duration, stop: StopTime) {
+    let mut conn = match UnixConnection::serving(stream, read_timeout, stop) {
+        Ok(conn) => conn,
+        Err(e) => {
+            warn!(error = %e, "cannot set up connection");
+            return;
+        }
+    };
+    match service.serve_connection(&mut conn) {
+        ConnectionEnd::Done => debug!("connection done"),
+        ConnectionEnd::Fatal(why) => error!(why = %why, "{}", FLUSH_PROCESS_DIED),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_never_waits_longer_than_its_bound() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(read_timeout(Profile::Strict, hour), STRICT_READ_TIMEOUT);
+        assert_eq!(read_timeout(Profile::Postfix, hour), hour);
+        let short = Duration::from_secs(6);
+        assert_eq!(read_timeout(Profile::Strict, short), short);
+        assert_eq!(read_timeout(Profile::Postfix, short), short);
+    }
+
+    #[test]
+    fn a_wait_for_input_times_out_at_the_read_timeout() {
+        let (_client, server) = UnixStream::pair().unwrap();
+        let mut conn = UnixConnection::new(server, Duration::from_millis(50)).unwrap();
+        let started = Instant::now();
+        let err = conn.wait_and_peek().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn the_service_can_shorten_the_wait_but_not_lengthen_it() {
+        let (_client, server) = UnixStream::pair().unwrap();
+        let mut conn = UnixConnection::new(server, Duration::from_millis(40)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(3600)))
+            .unwrap();
+        assert_eq!(conn.wait, Duration::from_millis(40));
+        conn.set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        assert_eq!(conn.wait, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn peeking_counts_what_is_waiting_without_consuming_it() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let mut conn = UnixConnection::new(server, Duration::from_secs(1)).unwrap();
+        (&client).write_all(b"W\0").unwrap();
+        assert_eq!(conn.wait_and_peek().unwrap(), 2);
+        let mut buf = [0u8; 8];
+        assert_eq!(conn.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"W\0");
+    }
+
+    #[test]
+    fn a_closed_client_is_seen_as_no_input_at_once() {
+        let (client, server) = UnixStream::pair().unwrap();
+        drop(client);
+        let mut conn = UnixConnection::new(server, Duration::from_secs(5)).unwrap();
+        let started = Instant::now();
+        assert_eq!(conn.wait_and_peek().unwrap(), 0);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_stop_cuts_a_wait_for_input_after_the_grace() {
+        let (_client, server) = UnixStream::pair().unwrap();
+        let stop: StopTime = Arc::default();
+        let mut conn =
+            UnixConnection::serving(server, Duration::from_secs(3600), Arc::clone(&stop)).unwrap();
+        let _ = stop.set(Instant::now() - STOP_GRACE);
+        let err = conn.read(&mut [0u8; 4]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn a_trigger_to_a_socket_is_the_byte_then_a_nul() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("public")).unwrap();
+        let qmgr = QmgrTrigger::new(dir.path());
+        let listener = UnixListener::bind(qmgr.path()).unwrap();
+        qmgr.deliver(Trigger::FlushDead).unwrap();
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"F\0");
+    }
+
+    #[test]
+    fn a_trigger_to_a_fifo_is_the_byte_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("public")).unwrap();
+        let qmgr = QmgrTrigger::new(dir.path());
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            qmgr.path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(qmgr.path())
+            .unwrap();
+        qmgr.deliver(Trigger::ScanIncoming).unwrap();
+        let mut got = [0u8; 4];
+        assert_eq!(reader.read(&mut got).unwrap(), 1);
+        assert_eq!(got[0], b'I');
+    }
+
+    #[test]
+    fn a_missing_queue_manager_is_an_error_for_the_sink_to_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let qmgr = QmgrTrigger::new(dir.path());
+        assert_eq!(
+            qmgr.deliver(Trigger::ScanIncoming).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        // Through the sink it is only logged.
+        qmgr.send(Trigger::ScanIncoming);
+    }
+
+    #[test]
+    fn a_fifo_nobody_reads_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("public")).unwrap();
+        let qmgr = QmgrTrigger::new(dir.path());
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            qmgr.path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(qmgr.deliver(Trigger::ScanIncoming).is_err());
+    }
+}
