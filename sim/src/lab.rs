@@ -52,6 +52,10 @@ pub const FLUSH_PROGRAM: &str = "/usr/lib/postfix/sbin/flush";
 /// seconds for the master before it kills it.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The command that writes a line to the instance's maillog, through the
+/// same logging service as the flush server.
+pub const POSTLOG_COMMAND: &str = "/usr/sbin/postlog";
+
 /// How long the master may take to open `public/flush` after a start.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -278,6 +282,8 @@ pub struct Instance {
     services: Services,
     user: PostfixUser,
     running: bool,
+    /// Markers written to the maillog so far.
+    markers: u64,
 }
 
 impl Instance {
@@ -333,6 +339,7 @@ impl Instance {
             services: spec.services.clone(),
             user,
             running: false,
+            markers: 0,
         })
     }
 
@@ -436,6 +443,51 @@ impl Instance {
         String::from_utf8_lossy(&text).into_owned()
     }
 
+    /// The maillog from `mark` on, up to a line written now through the
+    /// instance's own logging service. Every line that a process logged
+    /// before this call is in it: the logging service writes in the order
+    /// it is told, and this line is told last.
+    pub fn maillog_through_now(&mut self, mark: u64) -> Result<String, LabError> {
+        self.markers += 1;
+        let marker = format!("lab marker {} {}", std::process::id(), self.markers);
+        let status = Command::new(POSTLOG_COMMAND)
+            .arg("-c")
+            .arg(&self.config_dir)
+            .args(["-t", "flushbed/lab"])
+            .arg(&marker)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(io_error("running", Path::new(POSTLOG_COMMAND)))?;
+        if !status.success() {
+            return Err(LabError::Command {
+                action: "postlog",
+                config_dir: self.config_dir.clone(),
+                why: status.to_string(),
+                maillog: self.maillog_tail(20),
+            });
+        }
+
+        let started = Instant::now();
+        loop {
+            let log = self.maillog_since(mark);
+            if let Some(at) = log.find(&marker) {
+                let end = log[..at].rfind('\n').map_or(0, |n| n + 1);
+                return Ok(log[..end].to_string());
+            }
+            if started.elapsed() > SOCKET_TIMEOUT {
+                return Err(LabError::Command {
+                    action: "postlog",
+                    config_dir: self.config_dir.clone(),
+                    why: format!("\"{marker}\" never reached the maillog"),
+                    maillog: self.maillog_tail(20),
+                });
+            }
+            std::thread::sleep(ms(5));
+        }
+    }
+
     /// The last lines of the maillog, for a diagnostic.
     pub fn maillog_tail(&self, lines: usize) -> String {
         tail(&self.maillog_since(0), lines)
@@ -453,6 +505,13 @@ impl Instance {
             }
         }
         pids.len()
+    }
+
+    /// Whether the maillog text `log` says the master paused the flush
+    /// service (`service_throttle_time`) after a process died at its start.
+    pub fn flush_throttled(log: &str) -> bool {
+        log.lines()
+            .any(|l| l.contains("/flush: bad command startup -- throttling"))
     }
 
     /// `postfix -c DIR ACTION`, bounded in time; a failure carries the
@@ -717,5 +776,7 @@ Dec 04 09:20:05 h postfix/master[14848]: warning: process /usr/lib/postfix/sbin/
 ";
         assert_eq!(Instance::flush_deaths(log), 2);
         assert_eq!(Instance::flush_deaths(""), 0);
+        assert!(Instance::flush_throttled(log));
+        assert!(!Instance::flush_throttled(log.lines().next().unwrap_or("")));
     }
 }
