@@ -17,7 +17,9 @@
 //! - [`domain_list`]: `fast_flush_domains` and its tables;
 //! - [`spool`]: the files and where `mail_queue_path` puts them;
 //! - [`service`]: the requests themselves;
-//! - [`profile`]: where the `strict` profile departs from Postfix.
+//! - [`profile`]: where the `strict` profile departs from Postfix;
+//! - [`faults`]: what a request may leave behind when a file operation
+//!   fails or the process crashes.
 //!
 //! The model is written apart from flushbed's implementation and never
 //! reads it: a lockstep of the two shows something only because a mistake
@@ -29,6 +31,7 @@ use flushbed_vocab::{Exchange, FlushConfig, Profile, QueueName, SpoolState, Time
 
 pub mod client;
 pub mod domain_list;
+pub mod faults;
 pub mod names;
 pub mod profile;
 pub mod service;

@@ -7,17 +7,21 @@
 //! decision leaves a [`Note`] behind. A fatal error (the server process
 //! exits) is a `Died` value: nothing more is written to the client, and
 //! what was already done stays done.
+//!
+//! Every step that changes the spool or reaches the client or the queue
+//! manager is a documented [`Effect`], announced just before it happens.
+//! A plain connection ignores the announcements; under a [`Recorder`]
+//! ([`crate::faults`]) they are where a crash may stop the request, and
+//! where a failing open, write or rename shows.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use flushbed_vocab::{Exchange, Profile, QueueName, Status, Time, Trigger};
 
 use crate::domain_list::{DomainList, Verdict};
 use crate::names::{c_string, logfile_name_of, mail_queue_id_ok, midna_domain_to_ascii};
-use crate::profile::Departure;
-use crate::spool::{
-    owner_may, Logfile, QueueFile, Spool, LOGFILE_MODE, MODE_READY, MODE_UNTHROTTLE,
-};
+use crate::profile::{Departure, Limits};
+use crate::spool::{owner_may, Logfile, Spool, LOGFILE_MODE, MODE_READY, MODE_UNTHROTTLE};
 use crate::wire::{
     get_line_nonl, status_reply, status_reply_after_empty_input, Input, Wanted, ANNOUNCEMENT,
     FLAG_STRICT,
@@ -48,6 +52,107 @@ enum How {
 /// The server process exited (`msg_fatal`).
 struct Died;
 
+/// What became of one queue ID (`flush_one_file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moved {
+    /// No queue file in `deferred/` or `incoming/`, or one not ready for
+    /// send_file: nothing was done.
+    Nothing,
+    /// Its times were set and it is in `incoming/`.
+    Done,
+    /// Its times were set but the rename out of `deferred/` failed.
+    Stuck,
+}
+
+/// One documented effect of a request, in the order the request makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// add opens the logfile for append, creating it (mode 0600) if need be.
+    OpenForAppend(String),
+    /// send opens the logfile read-write.
+    OpenLogfile(String),
+    /// Strict refresh opens an empty old logfile to delete it under its lock.
+    OpenToDelete(String),
+    /// The exclusive lock is taken.
+    Lock(String),
+    /// add writes `ID\n` at the logfile's end.
+    Write(String),
+    /// send reads the logfile's lines (the kernel may move its atime).
+    ReadLogfile(String),
+    /// A queue file's atime and mtime are set to the request's time.
+    QueueFileTimes(String),
+    /// send_file opens a queue file safely.
+    OpenQueueFile(String),
+    /// send_file sets a ready queue file's group-read bit.
+    GroupRead(String),
+    /// A queue file moves from `deferred/` to `incoming/`.
+    Rename(String),
+    /// The logfile is truncated to nothing.
+    Truncate(String),
+    /// The logfile's atime and mtime are set to the request's time.
+    LogfileTimes(String),
+    /// An empty old logfile is removed.
+    Unlink(String),
+    /// The lock is released.
+    Unlock(String),
+    /// A trigger goes to the queue manager.
+    Trigger(Trigger),
+    /// The status goes to the client.
+    Reply(Status),
+}
+
+/// The file operations a fault can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Op {
+    /// Any open of a logfile or a queue file (`EACCES`).
+    Open,
+    /// The write of a line (`ENOSPC`, `EIO`).
+    Write,
+    /// The rename of a queue file (`EIO`).
+    Rename,
+}
+
+impl Effect {
+    /// The operation whose failure this effect is, if a fault can fail it.
+    pub fn op(&self) -> Option<Op> {
+        match self {
+            Effect::OpenForAppend(_)
+            | Effect::OpenLogfile(_)
+            | Effect::OpenToDelete(_)
+            | Effect::OpenQueueFile(_) => Some(Op::Open),
+            Effect::Write(_) => Some(Op::Write),
+            Effect::Rename(_) => Some(Op::Rename),
+            _ => None,
+        }
+    }
+}
+
+/// What a request looked like just before one of its effects.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub spool: Spool,
+    pub exchange: Exchange,
+    /// Logfiles whose times the kernel, not the rules, set last.
+    pub unsettled: BTreeSet<String>,
+    /// The effect about to happen.
+    pub before: Effect,
+}
+
+/// Watches a request's effects: keeps a snapshot before each, and fails
+/// the ones a fault plan names.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    /// From the `n`th effect of this operation on (counting from 0), every
+    /// effect of it fails: a full disk stays full, a bad sector bad.
+    pub plan: Option<(Op, usize)>,
+    /// How many effects of each operation were announced.
+    pub seen: BTreeMap<Op, usize>,
+    pub snapshots: Vec<Snapshot>,
+    /// Logfiles touched by an open that created them, a write, a read or a
+    /// truncation, and not yet given their times by the rules.
+    pub unsettled: BTreeSet<String>,
+}
+
 /// One connection to the server.
 pub struct Connection<'a> {
     pub spool: &'a mut Spool,
@@ -57,6 +162,7 @@ pub struct Connection<'a> {
     pub now: Time,
     exchange: Exchange,
     notes: Vec<Note>,
+    recorder: Option<Recorder>,
 }
 
 impl<'a> Connection<'a> {
@@ -75,6 +181,48 @@ impl<'a> Connection<'a> {
             now,
             exchange: Exchange::default(),
             notes: Vec::new(),
+            recorder: None,
+        }
+    }
+
+    /// The same connection, its effects watched by `recorder`.
+    pub fn recorded(mut self, recorder: Recorder) -> Connection<'a> {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    /// An effect is about to happen: whether it succeeds (it fails only
+    /// under a fault plan that names it).
+    fn effect(&mut self, effect: Effect) -> bool {
+        let Some(recorder) = self.recorder.as_mut() else {
+            return true;
+        };
+        recorder.snapshots.push(Snapshot {
+            spool: self.spool.clone(),
+            exchange: self.exchange.clone(),
+            unsettled: recorder.unsettled.clone(),
+            before: effect.clone(),
+        });
+        let Some(op) = effect.op() else {
+            return true;
+        };
+        let seen = recorder.seen.entry(op).or_default();
+        let index = *seen;
+        *seen += 1;
+        !matches!(recorder.plan, Some((failing, from)) if failing == op && index >= from)
+    }
+
+    /// The kernel, not the rules, set this logfile's times last.
+    fn unsettle(&mut self, name: &str) {
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.unsettled.insert(name.to_string());
+        }
+    }
+
+    /// The rules have set this logfile's times.
+    fn settle(&mut self, name: &str) {
+        if let Some(recorder) = self.recorder.as_mut() {
+            recorder.unsettled.remove(name);
         }
     }
 
@@ -86,19 +234,31 @@ impl<'a> Connection<'a> {
     }
 
     fn reply(&mut self, status: Status) {
+        self.effect(Effect::Reply(status));
         self.exchange
             .output
             .extend_from_slice(&status_reply(status.code()));
     }
 
     fn trigger(&mut self, trigger: Trigger) {
+        self.effect(Effect::Trigger(trigger));
         self.exchange.triggers.push(trigger);
     }
 
     /// `flush_service`: announce, read the request, carry it out, reply.
-    pub fn serve(mut self, input: &[u8], flush_dir_order: &[String]) -> Step {
+    pub fn serve(self, input: &[u8], flush_dir_order: &[String]) -> Step {
+        self.serve_recorded(input, flush_dir_order).0
+    }
+
+    /// As [`Connection::serve`], handing back the recorder too.
+    pub fn serve_recorded(
+        mut self,
+        input: &[u8],
+        flush_dir_order: &[String],
+    ) -> (Step, Option<Recorder>) {
         self.exchange.output.extend_from_slice(ANNOUNCEMENT);
-        let mut input = Input::new(input);
+        let limits = Limits::of(self.profile);
+        let mut input = Input::bounded(input, limits.max_attribute_len);
 
         let request = match input.receive_request() {
             Ok(request) => request,
@@ -159,11 +319,12 @@ impl<'a> Connection<'a> {
         self.finish()
     }
 
-    fn finish(self) -> Step {
-        Step {
+    fn finish(self) -> (Step, Option<Recorder>) {
+        let step = Step {
             exchange: self.exchange,
             notes: self.notes,
-        }
+        };
+        (step, self.recorder)
     }
 
     /// Reads a request's own attributes; `None` (and a note) when the
@@ -298,7 +459,16 @@ impl<'a> Connection<'a> {
         }
         let now = self.now;
         let id = show(queue_id);
-        match self.spool.logfiles.get_mut(path) {
+
+        // Open the logfile or bust.
+        if !self.effect(Effect::OpenForAppend(path.to_string())) {
+            self.note(
+                "fault",
+                format!("logfile {path} cannot be opened for append: the server dies"),
+            );
+            return Err(Died);
+        }
+        let created = match self.spool.logfiles.get(path) {
             Some(log) if !owner_may(log.mode, false, true) => {
                 let mode = log.mode;
                 self.note(
@@ -310,35 +480,61 @@ impl<'a> Connection<'a> {
                 );
                 return Err(Died);
             }
-            Some(log) => {
-                log.content.extend_from_slice(queue_id);
-                log.content.push(b'\n');
-                log.mtime = now;
-                self.note(
-                    "append",
-                    format!("queue ID {id} appended to logfile {path}; its atime is unchanged"),
-                );
-            }
+            Some(_) => false,
             None => {
-                let mut content = queue_id.to_vec();
-                content.push(b'\n');
                 let log = Logfile {
-                    content,
+                    content: Vec::new(),
                     mode: LOGFILE_MODE,
                     atime: now,
                     mtime: now,
                 };
                 self.spool.logfiles.insert(path.to_string(), log);
-                self.note(
-                    "append",
-                    format!("logfile {path} created (mode 0600) with queue ID {id}"),
-                );
+                self.unsettle(path);
+                true
             }
-        }
+        };
 
-        // Departure::FailedWriteAnsweredOk branches here once writes can
-        // fail: the model's writes always succeed, so OK either way.
-        Ok(Status::Ok)
+        // The lock keeps the append from landing in a send's truncation.
+        self.effect(Effect::Lock(path.to_string()));
+        let status = if self.effect(Effect::Write(path.to_string())) {
+            if let Some(log) = self.spool.logfiles.get_mut(path) {
+                log.content.extend_from_slice(queue_id);
+                log.content.push(b'\n');
+                log.mtime = now;
+            }
+            self.unsettle(path);
+            let text = if created {
+                format!("logfile {path} created (mode 0600) with queue ID {id}")
+            } else {
+                format!("queue ID {id} appended to logfile {path}; its atime is unchanged")
+            };
+            self.note("append", text);
+            Status::Ok
+        } else if Departure::FailedWriteAnsweredOk.taken(self.profile) {
+            self.note(
+                "failed-write",
+                format!(
+                    "queue ID {id} could not be written to logfile {path}: \
+                     strict answers FAIL (Postfix warns and answers OK)"
+                ),
+            );
+            Status::Fail
+        } else {
+            self.note(
+                "failed-write",
+                format!(
+                    "queue ID {id} could not be written to logfile {path}: \
+                     a warning, and the client is told OK"
+                ),
+            );
+            Status::Ok
+        };
+        self.effect(Effect::Unlock(path.to_string()));
+
+        // A new logfile was read and modified now; an old one was modified
+        // now if the write went through.
+        self.settle(path);
+        Ok(status)
     }
 
     /// `flush_send_service`.
@@ -362,6 +558,13 @@ impl<'a> Connection<'a> {
             );
             return Ok(Status::Bad);
         }
+        if !self.effect(Effect::OpenLogfile(path.to_string())) {
+            self.note(
+                "fault",
+                format!("logfile {path} cannot be opened read-write: the server dies"),
+            );
+            return Err(Died);
+        }
         let Some(log) = self.spool.logfiles.get(path) else {
             self.note(
                 "logfile-missing",
@@ -380,6 +583,7 @@ impl<'a> Connection<'a> {
             return Err(Died);
         }
         let content = log.content.clone();
+        self.effect(Effect::Lock(path.to_string()));
 
         // Dead destinations are forgotten before the mail is moved, so that
         // the queue manager does not defer it again on sight.
@@ -387,7 +591,10 @@ impl<'a> Connection<'a> {
             self.trigger(Trigger::FlushDead);
         }
 
+        self.effect(Effect::ReadLogfile(path.to_string()));
+        self.unsettle(path);
         let mut count = 0usize;
+        let mut stuck = 0usize;
         let mut lines = 0usize;
         let mut seen_ids = BTreeSet::new();
         let mut repeated = 0usize;
@@ -422,8 +629,13 @@ impl<'a> Connection<'a> {
                 repeated += 1;
             }
             let queue_id = String::from_utf8_lossy(queue_id).into_owned();
-            if self.flush_one_file(&queue_id, how) {
-                count += 1;
+            match self.flush_one_file(&queue_id, how) {
+                Moved::Nothing => {}
+                Moved::Done => count += 1,
+                Moved::Stuck => {
+                    count += 1;
+                    stuck += 1;
+                }
             }
         }
         if repeated > 0 {
@@ -436,16 +648,31 @@ impl<'a> Connection<'a> {
             );
         }
 
-        // The logfile is emptied only when something was read from it.
+        // The logfile is emptied only when something was read from it;
+        // under strict, only when every queue file could be acted on.
         let now = self.now;
-        if let Some(log) = self.spool.logfiles.get_mut(path) {
-            if count > 0 {
+        let keep = stuck > 0 && Departure::FailedRenameCounted.taken(self.profile);
+        if count > 0 && !keep {
+            self.effect(Effect::Truncate(path.to_string()));
+            if let Some(log) = self.spool.logfiles.get_mut(path) {
                 log.content.clear();
             }
+        }
+        self.effect(Effect::LogfileTimes(path.to_string()));
+        if let Some(log) = self.spool.logfiles.get_mut(path) {
             log.atime = now;
             log.mtime = now;
         }
-        if count > 0 {
+        self.settle(path);
+        if keep {
+            self.note(
+                "failed-rename-kept",
+                format!(
+                    "{stuck} queue file(s) could not be moved out of deferred: \
+                     strict keeps logfile {path} as it was (Postfix truncates it)"
+                ),
+            );
+        } else if count > 0 {
             self.note(
                 "truncate-when-read",
                 format!("{lines} line(s) read: logfile {path} truncated"),
@@ -460,6 +687,7 @@ impl<'a> Connection<'a> {
             "noatime-workaround",
             format!("logfile {path}: atime and mtime set to now, whatever was read"),
         );
+        self.effect(Effect::Unlock(path.to_string()));
 
         if count > 0 {
             self.note(
@@ -472,27 +700,40 @@ impl<'a> Connection<'a> {
     }
 
     /// `flush_one_file`: set the queue file's times (in `deferred/`, else in
-    /// `incoming/`), and move it to `incoming/`. Whether it counts as done.
-    fn flush_one_file(&mut self, queue_id: &str, how: How) -> bool {
+    /// `incoming/`), and move it to `incoming/`.
+    fn flush_one_file(&mut self, queue_id: &str, how: How) -> Moved {
         let now = self.now;
-        let looked_in =
-            |file: &&mut QueueFile| matches!(file.queue, QueueName::Deferred | QueueName::Incoming);
-        let Some(file) = self.spool.queue_files.get_mut(queue_id).filter(looked_in) else {
+        let queue = self
+            .spool
+            .queue_files
+            .get(queue_id)
+            .map(|file| file.queue)
+            .filter(|queue| matches!(queue, QueueName::Deferred | QueueName::Incoming));
+        let Some(queue) = queue else {
             self.note(
                 "queue-file",
                 format!("queue file {queue_id} is in neither deferred nor incoming: nothing done"),
             );
-            return false;
+            return Moved::Nothing;
         };
-        let queue = file.queue;
-        file.atime = now;
-        file.mtime = now;
+        self.effect(Effect::QueueFileTimes(queue_id.to_string()));
+        if let Some(file) = self.spool.queue_files.get_mut(queue_id) {
+            file.atime = now;
+            file.mtime = now;
+        }
 
         // Only send_file insists on a ready file, and marks it so the queue
         // manager unthrottles its destinations as it reads it.
         if how == How::UnthrottleAfter {
-            if file.mode & MODE_READY != MODE_READY {
-                let mode = file.mode;
+            if !self.effect(Effect::OpenQueueFile(queue_id.to_string())) {
+                self.note(
+                    "fault",
+                    format!("queue file {queue_id} cannot be opened: a warning, nothing more"),
+                );
+                return Moved::Nothing;
+            }
+            let mode = self.spool.queue_files.get(queue_id).map_or(0, |f| f.mode);
+            if mode & MODE_READY != MODE_READY {
                 self.note(
                     "not-ready",
                     format!(
@@ -500,26 +741,40 @@ impl<'a> Connection<'a> {
                          times set, nothing more"
                     ),
                 );
-                return false;
+                return Moved::Nothing;
             }
-            file.mode |= MODE_UNTHROTTLE;
+            self.effect(Effect::GroupRead(queue_id.to_string()));
+            if let Some(file) = self.spool.queue_files.get_mut(queue_id) {
+                file.mode |= MODE_UNTHROTTLE;
+            }
         }
 
-        if queue == QueueName::Deferred {
-            file.queue = QueueName::Incoming;
-            // Departure::FailedRenameCounted branches here once renames can
-            // fail: the model's renames always succeed.
-            self.note(
-                "queue-file",
-                format!("queue file {queue_id}: times set, moved from deferred to incoming"),
-            );
-        } else {
+        if queue != QueueName::Deferred {
             self.note(
                 "queue-file",
                 format!("queue file {queue_id}: already in incoming, times set"),
             );
+            return Moved::Done;
         }
-        true
+        if !self.effect(Effect::Rename(queue_id.to_string())) {
+            // Departure::FailedRenameCounted: Postfix claims success anyway.
+            self.note(
+                "failed-rename",
+                format!(
+                    "queue file {queue_id} could not be moved from deferred to incoming: \
+                     a warning; it still counts as handled"
+                ),
+            );
+            return Moved::Stuck;
+        }
+        if let Some(file) = self.spool.queue_files.get_mut(queue_id) {
+            file.queue = QueueName::Incoming;
+        }
+        self.note(
+            "queue-file",
+            format!("queue file {queue_id}: times set, moved from deferred to incoming"),
+        );
+        Moved::Done
     }
 
     /// `flush_send_file_service`.
@@ -532,7 +787,7 @@ impl<'a> Connection<'a> {
             return Status::Bad;
         }
         let queue_id = String::from_utf8_lossy(queue_id).into_owned();
-        if self.flush_one_file(&queue_id, How::UnthrottleAfter) {
+        if self.flush_one_file(&queue_id, How::UnthrottleAfter) != Moved::Nothing {
             self.trigger(Trigger::ScanIncoming);
         }
         Status::Ok
@@ -581,9 +836,9 @@ impl<'a> Connection<'a> {
                 let purge = self.times.purge;
                 let ago = span(self.now - mtime);
                 if mtime + purge < self.now {
-                    self.spool.logfiles.remove(name);
-                    // Departure::UnlockedPurgeDelete: without concurrent adds
-                    // the unlocked and the locked delete look the same.
+                    if !self.purge_logfile(name) {
+                        continue;
+                    }
                     let text = format!(
                         "logfile {name} deleted: empty, last modified {ago} ago, purge after {}",
                         span(purge)
@@ -620,6 +875,32 @@ impl<'a> Connection<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Deletes an empty old logfile; whether it is gone. Postfix unlinks it
+    /// as it stands; strict (`Departure::UnlockedPurgeDelete`) first opens
+    /// and locks it, so that an `add` between its open and its lock is
+    /// either done before the delete or sees the file gone. One request at
+    /// a time, the file is still empty and the same under the lock.
+    fn purge_logfile(&mut self, name: &str) -> bool {
+        if !Departure::UnlockedPurgeDelete.taken(self.profile) {
+            self.effect(Effect::Unlink(name.to_string()));
+            self.spool.logfiles.remove(name);
+            return true;
+        }
+        let mode = self.spool.logfiles.get(name).map_or(0, |log| log.mode);
+        if !self.effect(Effect::OpenToDelete(name.to_string())) || !owner_may(mode, true, true) {
+            self.note(
+                "unlocked-purge-delete",
+                format!("logfile {name} cannot be opened to lock it: kept, with a warning"),
+            );
+            return false;
+        }
+        self.effect(Effect::Lock(name.to_string()));
+        self.effect(Effect::Unlink(name.to_string()));
+        self.spool.logfiles.remove(name);
+        self.effect(Effect::Unlock(name.to_string()));
+        true
     }
 
     /// The names the scan returns: the target's directory order, then any

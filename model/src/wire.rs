@@ -115,11 +115,27 @@ struct NullString {
 pub struct Input<'a> {
     bytes: &'a [u8],
     at: usize,
+    /// The longest attribute string read (`strict`); `None`: any length.
+    max_len: Option<usize>,
 }
 
 impl<'a> Input<'a> {
     pub fn new(bytes: &'a [u8]) -> Input<'a> {
-        Input { bytes, at: 0 }
+        Input {
+            bytes,
+            at: 0,
+            max_len: None,
+        }
+    }
+
+    /// Input whose attribute names and values may be at most `max_len`
+    /// bytes long, as a `strict` server reads them.
+    pub fn bounded(bytes: &'a [u8], max_len: Option<usize>) -> Input<'a> {
+        Input {
+            bytes,
+            at: 0,
+            max_len,
+        }
     }
 
     /// Whether the client sent nothing at all.
@@ -154,12 +170,14 @@ impl<'a> Input<'a> {
     }
 
     /// `attr_scan0_string`: a string must end in a NUL; anything else is a
-    /// broken stream.
-    ///
-    /// Departure::UnboundedAttributes would bound the length here; the
-    /// model, like Postfix, reads a string of any length.
+    /// broken stream. Postfix reads a string of any length; under strict
+    /// (`Departure::UnboundedAttributes`) a longer one than the bound is a
+    /// broken stream too, whether or not it would have ended.
     fn attr_string(&mut self) -> Result<Vec<u8>, &'static str> {
         let got = self.get_null();
+        if self.max_len.is_some_and(|max| got.bytes.len() > max) {
+            return Err("attribute longer than the strict bound");
+        }
         if got.result == EOF {
             return Err("premature end-of-input");
         }
