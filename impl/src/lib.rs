@@ -10,7 +10,9 @@
 //! - [`names`]: queue IDs, host names, and the site to logfile name
 //!   mapping.
 //! - [`spool`]: the layout of `queue_directory` and its hash directories.
-//! - [`fs`]: the one layer through which every file operation goes.
+//! - [`fs`]: the one layer through which every file operation goes;
+//!   [`memfs`] keeps a file system in memory (on loom's primitives for the
+//!   loom models), and [`faultfs`] fails chosen calls.
 //! - [`clock`], [`trigger`], [`conn`]: what the service is given: the time,
 //!   the queue manager's trigger socket, the client connection.
 //!
@@ -22,7 +24,9 @@ pub mod bugs;
 pub mod clock;
 pub mod conn;
 pub mod domain_list;
+pub mod faultfs;
 pub mod fs;
+pub mod memfs;
 pub mod names;
 pub mod protocol;
 pub mod server;

@@ -27,12 +27,13 @@
 //! done. Any other failure is a warning.
 //!
 //! The `strict` profile departs from Postfix where Postfix loses data or
-//! dies: a one-letter logfile does not end the refresh scan; a failed
-//! write of an add answers FAIL; a queue ID whose queue file could not be
-//! renamed stays in the logfile; refresh deletes an empty logfile only
-//! under its lock, when it is still empty, old and the file the name
-//! points to, and add checks after locking that its logfile is still
-//! linked; attribute sizes and the wait for input are bounded.
+//! dies (`docs/DEPARTURES.md`): a one-letter logfile does not end the
+//! refresh scan; a failed write of an add answers FAIL; a pass that could
+//! not move a queue file out of `deferred/` leaves its logfile as it was;
+//! refresh deletes an empty logfile only under its lock, when it is still
+//! empty, old and the file the name points to, and add checks after
+//! locking that its logfile is still linked; attribute sizes and the wait
+//! for input are bounded.
 
 #[cfg(feature = "planted-bugs")]
 use std::collections::BTreeSet;
@@ -126,7 +127,7 @@ enum Moved {
     /// Its times were set, and it is in `incoming/` (or its move failed
     /// because it had gone).
     Done,
-    /// Its times were set but it could not be moved out of `deferred/`.
+    /// It may still be in `deferred/`: its times or its move failed.
     Stuck,
 }
 
@@ -410,15 +411,25 @@ impl<F: FileSystem> FlushService<F> {
         };
 
         let line = format!("{queue_id}\n");
-        let status = match fs::write_all(&self.fs, &file, line.as_bytes()) {
-            Ok(()) => {
-                if let Some(atime) = atime.filter(|_| !planted!(self, NoMtimeOnAdd)) {
-                    if let Err(e) = self.fs.set_times(&path, atime, now) {
-                        warn!(logfile = name, error = %e, "cannot set fast flush logfile times");
-                    }
+        let written = fs::write_all(&self.fs, &file, line.as_bytes());
+
+        // The request's clock goes on what changed: the mtime of a written
+        // logfile, both times of a new one, written or not.
+        let mtime = match (&written, created) {
+            (Ok(()), _) => Some(now),
+            (Err(_), true) => Some(now),
+            (Err(_), false) => None,
+        };
+        if let (Some(atime), Some(mtime)) = (atime, mtime) {
+            if !planted!(self, NoMtimeOnAdd) {
+                if let Err(e) = self.fs.set_times(&path, atime, mtime) {
+                    warn!(logfile = name, error = %e, "cannot set fast flush logfile times");
                 }
-                Status::Ok
             }
+        }
+
+        let status = match written {
+            Ok(()) => Status::Ok,
             Err(e) => {
                 warn!(logfile = name, queue_id, error = %e, "write fast flush logfile");
                 if self.strict() {
@@ -512,7 +523,7 @@ impl<F: FileSystem> FlushService<F> {
         // value and then looks for a non-null one), so every line is acted
         // on, duplicates included.
         let mut lines_read = 0usize;
-        let mut kept = Vec::new();
+        let mut stuck = 0usize;
         for line in logfile_lines(&content) {
             let queue_id = line.split(|&b| b == 0).next().unwrap_or_default();
             if !queue_id_ok(queue_id) {
@@ -531,23 +542,25 @@ impl<F: FileSystem> FlushService<F> {
 
             let queue_id = String::from_utf8_lossy(queue_id);
             debug!(logfile = name, queue_id = %queue_id, "update queue file time stamps");
-            if self.flush_one_file(now, &queue_id, how) == Moved::Stuck && self.strict() {
-                kept.extend_from_slice(queue_id.as_bytes());
-                kept.push(b'\n');
+            if self.flush_one_file(now, &queue_id, how) == Moved::Stuck {
+                stuck += 1;
             }
         }
 
-        if lines_read > 0 && !planted!(self, NeverTruncate) {
+        // Under strict, mail left in deferred/ keeps its logfile whole: the
+        // lines acted on stay as duplicates, and nothing is rewritten that a
+        // crash could cut short.
+        let keep = stuck > 0 && self.strict();
+        if keep {
+            warn!(
+                logfile = name,
+                stuck, "queue files left in deferred, fast flush logfile kept"
+            );
+        }
+        if lines_read > 0 && !keep && !planted!(self, NeverTruncate) {
             self.fs
                 .truncate(&file, 0)
                 .map_err(|e| Fatal(format!("truncate fast flush logfile {name}: {e}")))?;
-
-            // What could not be moved stays listed for the next send.
-            if !kept.is_empty() {
-                if let Err(e) = fs::write_all_at(&self.fs, &file, 0, &kept) {
-                    warn!(logfile = name, error = %e, "cannot keep unmoved queue IDs in logfile");
-                }
-            }
         }
 
         // Postfix resets the times for noatime mounts; here it is also
@@ -582,6 +595,12 @@ impl<F: FileSystem> FlushService<F> {
                 Err(e) => {
                     if !is_not_found(&e) {
                         warn!(queue_file = %path.display(), error = %e, "update time stamps");
+
+                        // Postfix looks in incoming/ next and forgets the
+                        // file, which may well still be in deferred/.
+                        if queue == DEFERRED && self.strict() && how != How::UnthrottleAfter {
+                            return Moved::Stuck;
+                        }
                     }
                     if queue == INCOMING {
                         return Moved::Nothing;
