@@ -7,6 +7,9 @@
 //! - `flushbed run SCENARIO` tells one scenario's run step by step: each
 //!   request, what the server answered and the rule that decided it, and
 //!   the logfiles and queues after it.
+//! - `flushbed serve --config DIR` runs flushbed's flush(8) as a server on
+//!   its socket, and `check --target serve` or `--target socket:PATH`
+//!   holds a running server to the model (`serve.rs`).
 //!
 //! Exit status: 0 when everything passed, 1 when a run diverged or an
 //! expectation failed, 2 for bad usage or a scenario that cannot be read.
@@ -26,6 +29,8 @@ use serde::Serialize;
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/scenarios.rs"));
 }
+
+mod serve;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,9 +54,15 @@ enum Cmd {
         /// Run only this profile (each scenario says which profiles it runs in).
         #[arg(long, value_enum)]
         profile: Option<ProfileArg>,
-        #[arg(long, value_enum, default_value_t = TargetArg::Spool)]
-        target: TargetArg,
+        /// spool, serve (a `flushbed serve` per run), or socket:PATH (a running server).
+        #[arg(long, default_value = "spool")]
+        target: serve::CheckTarget,
+        /// The configuration directory of the server behind socket:PATH.
+        #[arg(long, value_name = "DIR")]
+        config: Option<PathBuf>,
     },
+    /// Serve flush(8) on a UNIX socket, as Postfix's flush server does.
+    Serve(serve::ServeArgs),
     /// Narrate one scenario's run.
     Run {
         /// A scenario file, or the name of a built-in scenario.
@@ -117,7 +128,12 @@ fn main() -> ExitCode {
             format,
             profile,
             target,
-        } => check(&paths, format, profile.map(Profile::from), target.into()),
+            config,
+        } => serve::Checker::new(&target, config.as_deref()).and_then(|target| {
+            let only = profile.map(Profile::from).or(target.default_profile());
+            check(&paths, format, only, &target)
+        }),
+        Cmd::Serve(args) => serve::serve(&args).map(|()| Ok(true)),
         Cmd::Run {
             scenario,
             profile,
@@ -204,7 +220,7 @@ fn check(
     paths: &[PathBuf],
     format: Format,
     only: Option<Profile>,
-    target: TargetKind,
+    target: &serve::Checker,
 ) -> anyhow::Result<Result<bool, BadInput>> {
     let scenarios = match load(paths)? {
         Ok(s) => s,
@@ -224,7 +240,7 @@ fn check(
             .iter()
             .filter(|p| only.map_or(true, |o| o == **p))
         {
-            let result = lockstep::run(scenario, profile, target);
+            let result = target.run(scenario, profile);
             match &result.outcome {
                 Outcome::Pass => summary.passed += 1,
                 Outcome::Skipped { .. } => summary.skipped += 1,

@@ -19,6 +19,9 @@ use flushbed_vocab::{Exchange, FlushConfig, MainCf, Profile, QueueName, SpoolSta
 use crate::observe;
 use crate::scenario::ConfigSpec;
 
+pub mod live;
+pub mod serve;
+
 /// A flush server under test, with the spool it works on.
 pub trait Target {
     /// A short name for reports (`spool`, `serve`, `postfix`, ...).
