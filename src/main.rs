@@ -30,6 +30,8 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/scenarios.rs"));
 }
 
+mod explore;
+
 mod serve;
 
 #[derive(Debug, Parser)]
@@ -72,6 +74,8 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = TargetArg::Spool)]
         target: TargetArg,
     },
+    /// Run random cases in lockstep; shrink and write any that fails.
+    Explore(explore::ExploreArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
             profile,
             target,
         } => run(&scenario, profile.map(Profile::from), target.into()),
+        Cmd::Explore(args) => explore::explore(&args).map(Ok),
     };
     match outcome {
         Ok(Ok(true)) => ExitCode::SUCCESS,

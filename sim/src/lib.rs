@@ -16,6 +16,7 @@
 pub mod clients;
 pub mod clock;
 pub mod escape;
+pub mod explore;
 pub mod lab;
 pub mod lockstep;
 pub mod narrate;
