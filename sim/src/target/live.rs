@@ -1025,3 +1025,202 @@ pub(crate) fn result(
         outcome,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flushbed_impl::server::{QmgrTrigger, Server, ServerConfig};
+    use flushbed_impl::{Clock, FlushService, SystemClock};
+    use flushbed_vocab::wire;
+
+    /// The real clock, read only once the next second has begun: a server
+    /// that always reads its clock one second after the client did.
+    struct LateClock;
+
+    impl Clock for LateClock {
+        fn now(&self) -> Time {
+            let (second, _) = real_clock();
+            while real_clock().0 == second {
+                thread::sleep(Duration::from_millis(5));
+            }
+            SystemClock.now()
+        }
+    }
+
+    /// flushbed's server in this process, on a fresh spool.
+    struct InProcess {
+        dir: tempfile::TempDir,
+        config: FlushConfig,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl InProcess {
+        fn start(clock: Arc<dyn Clock>) -> InProcess {
+            let dir = tempfile::tempdir().unwrap();
+            let queue_dir = dir.path().join("spool");
+            let mut main = MainCf::parse("fast_flush_domains = example.com\n", "main.cf").unwrap();
+            main.set("queue_directory", queue_dir.to_str().unwrap());
+            let config = FlushConfig::from_main_cf(&main, &Environment::default()).unwrap();
+            let triggers = Arc::new(QmgrTrigger::new(&queue_dir));
+            let service = FlushService::new(&config, Profile::Strict, clock, triggers).unwrap();
+            let socket = queue_dir.join("public/flush");
+            let server = Server::bind(
+                Arc::new(service),
+                ServerConfig::new(socket, Profile::Strict),
+            )
+            .unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let thread = {
+                let stop = Arc::clone(&stop);
+                thread::spawn(move || server.run(&stop).unwrap())
+            };
+            InProcess {
+                dir,
+                config,
+                stop,
+                thread: Some(thread),
+            }
+        }
+
+        fn target(&self) -> LiveTarget {
+            LiveTarget::new(LiveSetup {
+                name: "socket".to_string(),
+                socket: self.dir.path().join("spool/public/flush"),
+                config: self.config.clone(),
+                tables: Tables::default(),
+                profile: Profile::Strict,
+                deaths: None,
+            })
+            .unwrap()
+        }
+    }
+
+    impl Drop for InProcess {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    const START: Time = 1_800_000_000;
+
+    #[test]
+    fn virtual_time_passing_moves_the_spool_back_in_real_time() {
+        let server = InProcess::start(Arc::new(SystemClock));
+        let mut target = server.target();
+        target
+            .write_logfile(
+                "example_com",
+                b"AAA111\n",
+                0o600,
+                START - 3600,
+                START - 3600,
+            )
+            .unwrap();
+        target
+            .plant_queue_file(
+                "AAA111",
+                QueueName::Deferred,
+                0o700,
+                START + 300,
+                START + 300,
+            )
+            .unwrap();
+
+        // Thirteen hours later the logfile is due for a refresh.
+        let now = START + 13 * 3600;
+        let exchange = target.connect(&wire::refresh_request(), now).unwrap();
+        assert_eq!(
+            exchange.output,
+            [lockstep::ANNOUNCEMENT, b"status\x000\0\0"].concat()
+        );
+        assert_eq!(exchange.triggers, vec![Trigger::ScanIncoming]);
+
+        let state = target.observe().unwrap();
+        let log = &state.logfiles["example_com"];
+        assert_eq!(
+            (log.content.as_slice(), log.atime, log.mtime),
+            (&b""[..], now, now)
+        );
+        let queued = state.queue_files["incoming/AAA111"];
+        assert_eq!((queued.atime, queued.mtime), (now, now));
+    }
+
+    #[test]
+    fn a_server_that_reads_its_clock_a_second_late_is_translated_to_the_requests_second() {
+        let server = InProcess::start(Arc::new(LateClock));
+        let mut target = server.target();
+        target
+            .write_logfile("example_com", b"BBB222\n", 0o600, START, START)
+            .unwrap();
+        target
+            .plant_queue_file("BBB222", QueueName::Deferred, 0o700, START, START)
+            .unwrap();
+
+        let now = START + 60;
+        let exchange = target
+            .connect(&wire::send_site_request(b"example.com"), now)
+            .unwrap();
+        assert_eq!(
+            exchange.triggers,
+            vec![Trigger::FlushDead, Trigger::ScanIncoming]
+        );
+        let state = target.observe().unwrap();
+        let log = &state.logfiles["example_com"];
+        assert_eq!((log.atime, log.mtime), (now, now));
+        let queued = state.queue_files["incoming/BBB222"];
+        assert_eq!((queued.atime, queued.mtime), (now, now));
+
+        // And the target's model went on from the request's own second.
+        let exchange = target
+            .connect(&wire::add_request(b"example.com", b"CCC333"), now)
+            .unwrap();
+        assert_eq!(
+            exchange.output,
+            [lockstep::ANNOUNCEMENT, b"status\x000\0\0"].concat()
+        );
+        let log = &target.observe().unwrap().logfiles["example_com"];
+        assert_eq!((log.content.as_slice(), log.mtime), (&b"CCC333\n"[..], now));
+    }
+
+    #[test]
+    fn triggers_are_parsed_from_each_connections_bytes() {
+        let parsed = parse_triggers(&[b"F\0".to_vec(), b"I\0".to_vec(), b"I".to_vec()]).unwrap();
+        assert_eq!(
+            parsed,
+            vec![
+                Trigger::FlushDead,
+                Trigger::ScanIncoming,
+                Trigger::ScanIncoming
+            ]
+        );
+        assert!(parse_triggers(&[b"?\0".to_vec()]).is_err());
+    }
+
+    #[test]
+    fn a_server_configuration_matches_a_scenario_on_the_fields_flush_reads() {
+        let read = |text: &str, hostname: &str| {
+            let main = MainCf::parse(text, "main.cf").unwrap();
+            let env = Environment {
+                hostname: hostname.to_string(),
+                ..Environment::default()
+            };
+            FlushConfig::from_main_cf(&main, &env).unwrap()
+        };
+        let server = read("fast_flush_domains = example.com\n", "mx.example.net");
+        let same = read(
+            "fast_flush_domains = example.com\nminimal_backoff_time = 10s\n",
+            "localhost.localdomain",
+        );
+        assert_eq!(flush_difference(&server, &same), None);
+        let other = read(
+            "fast_flush_domains = example.com\nfast_flush_purge_time = 1d\n",
+            "x.y",
+        );
+        assert!(flush_difference(&server, &other)
+            .is_some_and(|why| why.contains("fast_flush_purge_time")));
+    }
+}
