@@ -20,8 +20,10 @@
 //! Stopping: the server stops accepting and removes its socket, so that
 //! new clients are refused at once instead of waiting in the listen queue.
 //! Every connection in progress finishes its request; one still waiting
-//! for its client's input gets [`STOP_GRACE`] more to send it, and is then
-//! closed without a reply, as after a read timeout. Only then does
+//! for its client's input gets [`STOP_GRACE`] more to send it, and then
+//! ends as after a read timeout: as the real server does then, a client
+//! that sent nothing is answered BAD, one cut off mid-request nothing at
+//! all. Only then does
 //! [`Server::run`] return. A logfile line is written whole or not at all,
 //! so a stop never leaves one half-written.
 //!
@@ -554,6 +556,135 @@ mod tests {
         let _ = stop.set(Instant::now() - STOP_GRACE);
         let err = conn.read(&mut [0u8; 4]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    /// A server on a fresh spool, and the flag that stops it.
+    fn serving(dir: &Path) -> (Server, Arc<AtomicBool>) {
+        let mut main =
+            flushbed_vocab::MainCf::parse("fast_flush_domains = example.com\n", "main.cf").unwrap();
+        main.set("queue_directory", dir.to_str().unwrap());
+        let config = flushbed_vocab::FlushConfig::from_main_cf(&main, &Default::default()).unwrap();
+        let service = FlushService::new(
+            &config,
+            Profile::Strict,
+            Arc::new(crate::ManualClock::new(1_800_000_000)),
+            Arc::new(crate::RecordingSink::default()),
+        )
+        .unwrap();
+        let socket = dir.join("public/flush");
+        let server = Server::bind(
+            Arc::new(service),
+            ServerConfig::new(socket, Profile::Strict),
+        );
+        (server.unwrap(), Arc::new(AtomicBool::new(false)))
+    }
+
+    #[test]
+    fn a_live_socket_is_not_taken_over_and_a_stale_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = serving(dir.path());
+        let socket = dir.path().join("public/flush");
+        let mut main =
+            flushbed_vocab::MainCf::parse("fast_flush_domains = example.com\n", "main.cf").unwrap();
+        main.set("queue_directory", dir.path().to_str().unwrap());
+        let config = flushbed_vocab::FlushConfig::from_main_cf(&main, &Default::default()).unwrap();
+        let service = Arc::new(
+            FlushService::new(
+                &config,
+                Profile::Strict,
+                Arc::new(crate::ManualClock::new(0)),
+                Arc::new(crate::RecordingSink::default()),
+            )
+            .unwrap(),
+        );
+        let taken = Server::bind(
+            Arc::clone(&service),
+            ServerConfig::new(socket.clone(), Profile::Strict),
+        );
+        assert_eq!(
+            taken.err().map(|e| e.kind()),
+            Some(io::ErrorKind::AddrInUse)
+        );
+
+        // Gone without removing its socket, as after a crash.
+        drop(first);
+        assert!(socket.exists());
+        assert!(Server::bind(service, ServerConfig::new(socket, Profile::Strict)).is_ok());
+    }
+
+    #[test]
+    fn a_stop_finishes_the_request_in_progress_then_removes_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, shutdown) = serving(dir.path());
+        let socket = server.socket_path().to_path_buf();
+        let running = {
+            let shutdown = Arc::clone(&shutdown);
+            thread::spawn(move || server.run(&shutdown))
+        };
+
+        // One client is half-way through its request when the stop comes;
+        // it finishes within the grace and is answered.
+        let mut client = UnixStream::connect(&socket).unwrap();
+        client
+            .write_all(b"request\0add\0site\0example.com\0")
+            .unwrap();
+        thread::sleep(Duration::from_millis(200));
+        shutdown.store(true, Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(300));
+        assert!(!socket.exists(), "new clients must be refused at once");
+        client.write_all(b"queue_id\0ABC123\0\0").unwrap();
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply, b"protocol\0queue_flush_protocol\0\0status\x000\0\0");
+
+        running.join().unwrap().unwrap();
+        let logfile = std::fs::read(dir.path().join("flush/example_com")).unwrap();
+        assert_eq!(logfile, b"ABC123\n");
+    }
+
+    #[test]
+    fn a_stop_answers_a_client_that_sent_nothing_as_a_read_timeout_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, shutdown) = serving(dir.path());
+        let socket = server.socket_path().to_path_buf();
+        let running = {
+            let shutdown = Arc::clone(&shutdown);
+            thread::spawn(move || server.run(&shutdown))
+        };
+        let mut idle = UnixStream::connect(&socket).unwrap();
+        let mut announcement = [0u8; protocol::ANNOUNCEMENT.len()];
+        idle.read_exact(&mut announcement).unwrap();
+
+        let stopped = Instant::now();
+        shutdown.store(true, Ordering::SeqCst);
+        running.join().unwrap().unwrap();
+        assert!(stopped.elapsed() < STOP_GRACE + Duration::from_secs(2));
+        let mut rest = Vec::new();
+        idle.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"status\x003\0\0");
+    }
+
+    #[test]
+    fn a_stop_cuts_off_a_client_that_stalls_mid_request_without_a_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, shutdown) = serving(dir.path());
+        let socket = server.socket_path().to_path_buf();
+        let running = {
+            let shutdown = Arc::clone(&shutdown);
+            thread::spawn(move || server.run(&shutdown))
+        };
+        let mut stalled = UnixStream::connect(&socket).unwrap();
+        stalled
+            .write_all(b"request\0add\0site\0example.com\0")
+            .unwrap();
+        thread::sleep(Duration::from_millis(200));
+
+        shutdown.store(true, Ordering::SeqCst);
+        running.join().unwrap().unwrap();
+        let mut rest = Vec::new();
+        stalled.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, protocol::ANNOUNCEMENT);
+        assert!(!dir.path().join("flush/example_com").exists());
     }
 
     #[test]
