@@ -30,10 +30,16 @@ use flushbed_sim::target::live::{self, SocketServer};
 use flushbed_sim::target::serve::run_serve;
 use flushbed_vocab::config::{parse_time, Environment};
 use flushbed_vocab::{FlushConfig, MainCf, Profile};
-use tracing::info;
+use tracing::{debug, info};
 
 /// Postfix's last resort when the host name has no domain part.
 const DEFAULT_MYDOMAIN: &str = "localdomain";
+
+/// Who owns Postfix's queue by default (`mail_owner`).
+const DEFAULT_MAIL_OWNER: &str = "postfix";
+
+/// The group of Postfix's `public/` by default (`setgid_group`).
+const DEFAULT_SETGID_GROUP: &str = "postdrop";
 
 /// `flushbed serve`'s arguments.
 #[derive(Debug, clap::Args)]
@@ -66,6 +72,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let triggers = QmgrTrigger::new(&queue_dir);
     let service = FlushService::new(&config, profile, Arc::new(SystemClock), Arc::new(triggers))
         .with_context(|| format!("starting the flush service on {}", queue_dir.display()))?;
+    give_public_to_mail_owner(&config, &env, &queue_dir.join("public"))?;
     let socket = args
         .socket
         .clone()
@@ -112,6 +119,61 @@ fn read_config(dir: &Path, hostname: &str) -> anyhow::Result<(FlushConfig, Envir
     };
     let config = FlushConfig::from_main_cf(&main, &env)?;
     Ok((config, env))
+}
+
+/// Gives `public/` to `mail_owner` and `setgid_group` (`postfix` and
+/// `postdrop` by default), as Postfix's `postfix-files` has it, so that
+/// the postfix user's processes reach the socket in it. Only root may,
+/// and only when both exist; otherwise the directory stays as it is.
+fn give_public_to_mail_owner(
+    config: &FlushConfig,
+    env: &Environment,
+    public: &Path,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    let name = |param: &str, default: &str| -> anyhow::Result<String> {
+        let value = config.param(param, env)?;
+        Ok(if value.is_empty() {
+            default.to_string()
+        } else {
+            value
+        })
+    };
+    let owner = name("mail_owner", DEFAULT_MAIL_OWNER)?;
+    let group = name("setgid_group", DEFAULT_SETGID_GROUP)?;
+    let (Some(uid), Some(gid)) = (
+        account_id("/etc/passwd", &owner),
+        account_id("/etc/group", &group),
+    ) else {
+        debug!(owner, group, "no such account: public/ left as it is");
+        return Ok(());
+    };
+    let meta = std::fs::metadata(public).with_context(|| format!("{}", public.display()))?;
+    if (meta.uid(), meta.gid()) == (uid, gid) {
+        return Ok(());
+    }
+    match std::os::unix::fs::chown(public, Some(uid), Some(gid)) {
+        Ok(()) => {
+            info!(directory = %public.display(), owner, group, "public directory given to the mail owner")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            debug!(directory = %public.display(), "not root: public/ left as it is")
+        }
+        Err(e) => return Err(e).with_context(|| format!("chown {}", public.display())),
+    }
+    Ok(())
+}
+
+/// The numeric id of a name in `/etc/passwd` or `/etc/group`.
+fn account_id(file: &str, name: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next() == Some(name))
+            .then(|| fields.nth(1)?.parse().ok())
+            .flatten()
+    })
 }
 
 /// What `gethostname()` says.
@@ -226,6 +288,13 @@ mod tests {
         assert_eq!(fully_qualified("mx.example.com", &empty), "mx.example.com");
         let main = MainCf::parse("mydomain = example.net\n", "main.cf").unwrap();
         assert_eq!(fully_qualified("mx", &main), "mx.example.net");
+    }
+
+    #[test]
+    fn accounts_are_found_by_name() {
+        assert_eq!(account_id("/etc/passwd", "root"), Some(0));
+        assert_eq!(account_id("/etc/group", "root"), Some(0));
+        assert_eq!(account_id("/etc/passwd", "no-such-account-here"), None);
     }
 
     #[test]

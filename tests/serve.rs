@@ -282,6 +282,39 @@ fn sigterm_during_a_burst_of_adds_loses_no_acknowledged_queue_id() {
 }
 
 #[test]
+fn the_socket_is_public_and_its_directory_belongs_to_the_mail_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    let served = Served::start("fast_flush_domains = example.com\n", "strict");
+    let socket = std::fs::symlink_metadata(served.socket()).unwrap();
+    assert_eq!(socket.permissions().mode() & 0o777, 0o666);
+    let public = std::fs::metadata(served.spool().join("public")).unwrap();
+    assert_eq!(public.permissions().mode() & 0o777, 0o710);
+
+    // Where Postfix is installed, its user can reach the socket.
+    let id = |file: &str, name: &str| {
+        std::fs::read_to_string(file).ok().and_then(|text| {
+            text.lines()
+                .map(|line| line.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() > 2 && f[0] == name)
+                .and_then(|f| f[2].parse::<u32>().ok())
+        })
+    };
+    if let (Some(uid), Some(gid)) = (id("/etc/passwd", "postfix"), id("/etc/group", "postdrop")) {
+        assert_eq!((public.uid(), public.gid()), (uid, gid));
+    }
+}
+
+#[test]
+fn sigint_stops_the_server_and_removes_its_socket() {
+    let mut served = Served::start("fast_flush_domains = example.com\n", "postfix");
+    served.signal("INT");
+    let status = served.wait();
+    assert!(status.success(), "exit {status}: {}", served.log());
+    assert!(!served.socket().exists());
+}
+
+#[test]
 fn a_slow_client_does_not_block_other_clients() {
     let served = Served::start("fast_flush_domains = example.com\n", "strict");
 
