@@ -27,6 +27,7 @@ use flushbed_impl::{FlushService, SystemClock};
 use flushbed_sim::lockstep::{self, ScenarioResult, TargetKind};
 use flushbed_sim::scenario::Scenario;
 use flushbed_sim::target::live::{self, SocketServer};
+use flushbed_sim::target::postfix;
 use flushbed_sim::target::serve::run_serve;
 use flushbed_vocab::config::{parse_time, Environment};
 use flushbed_vocab::{FlushConfig, MainCf, Profile};
@@ -204,6 +205,8 @@ pub enum CheckTarget {
     Serve,
     /// `socket:PATH`: a server already running.
     Socket(PathBuf),
+    /// `postfix`: a private real Postfix per run.
+    Postfix,
 }
 
 impl std::str::FromStr for CheckTarget {
@@ -211,6 +214,9 @@ impl std::str::FromStr for CheckTarget {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "serve" {
             return Ok(CheckTarget::Serve);
+        }
+        if s == "postfix" {
+            return Ok(CheckTarget::Postfix);
         }
         if let Some(path) = s.strip_prefix("socket:") {
             if path.is_empty() {
@@ -220,7 +226,7 @@ impl std::str::FromStr for CheckTarget {
         }
         s.parse::<TargetKind>()
             .map(CheckTarget::Kind)
-            .map_err(|e| format!("{e}, serve or socket:PATH"))
+            .map_err(|e| format!("{e}, serve, postfix or socket:PATH"))
     }
 }
 
@@ -229,6 +235,7 @@ pub enum Checker {
     Kind(TargetKind),
     Serve(PathBuf),
     Socket(Box<SocketServer>),
+    Postfix,
 }
 
 impl Checker {
@@ -247,6 +254,10 @@ impl Checker {
             (CheckTarget::Serve, None) => Ok(Checker::Serve(
                 std::env::current_exe().context("finding the flushbed program")?,
             )),
+            (CheckTarget::Postfix, None) => match postfix::available() {
+                Ok(()) => Ok(Checker::Postfix),
+                Err(e) => bail!("the postfix target needs a real Postfix here: {e}"),
+            },
         }
     }
 
@@ -256,6 +267,7 @@ impl Checker {
         match self {
             Checker::Kind(_) => None,
             Checker::Serve(_) | Checker::Socket(_) => Some(Profile::Strict),
+            Checker::Postfix => Some(Profile::Postfix),
         }
     }
 
@@ -265,6 +277,7 @@ impl Checker {
             Checker::Kind(kind) => lockstep::run(scenario, profile, *kind),
             Checker::Serve(program) => run_serve(program, scenario, profile),
             Checker::Socket(server) => live::run_socket(server, scenario, profile),
+            Checker::Postfix => postfix::run_postfix(scenario, profile),
         }
     }
 
@@ -273,6 +286,7 @@ impl Checker {
             Checker::Kind(kind) => kind.name().to_string(),
             Checker::Serve(_) => "serve".to_string(),
             Checker::Socket(_) => "socket".to_string(),
+            Checker::Postfix => "postfix".to_string(),
         }
     }
 }

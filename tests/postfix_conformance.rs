@@ -8,7 +8,8 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use flushbed_sim::lab::{self, Instance, InstanceSpec, Services};
 
@@ -25,6 +26,57 @@ fn postfix_here(test: &str) -> bool {
             false
         }
     }
+}
+
+/// The whole suite takes a few minutes: one private instance per scenario.
+const SUITE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+#[test]
+fn the_real_postfix_does_what_the_model_says_in_every_scenario() {
+    if !postfix_here("the_real_postfix_does_what_the_model_says_in_every_scenario") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a directory for the report");
+    let report = dir.path().join("check.out");
+    let out = std::fs::File::create(&report).expect("creating the report");
+    let err = out.try_clone().expect("duplicating the report");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flushbed"))
+        .args(["check", "--target", "postfix"])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("running flushbed check --target postfix");
+
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for flushbed check") {
+            break status;
+        }
+        if started.elapsed() > SUITE_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "flushbed check --target postfix took over {SUITE_TIMEOUT:?}:\n{}",
+                std::fs::read_to_string(&report).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    assert!(
+        status.success(),
+        "flushbed check --target postfix: {status}\n{text}"
+    );
+
+    // Every scenario ran against the real server, none was left out.
+    let summary = text.lines().last().unwrap_or_default();
+    assert!(summary.contains(" 0 failed, "), "{summary}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok  one-letter-logfile-kills-the-refresh")),
+        "the scenario of a dying refresh ran:\n{text}"
+    );
 }
 
 #[test]

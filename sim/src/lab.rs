@@ -28,7 +28,7 @@
 //! An instance is stopped when it is dropped, so that none is ever left
 //! running, and its directory is removed after it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
@@ -282,8 +282,6 @@ pub struct Instance {
     services: Services,
     user: PostfixUser,
     running: bool,
-    /// Markers written to the maillog so far.
-    markers: u64,
 }
 
 impl Instance {
@@ -339,7 +337,6 @@ impl Instance {
             services: spec.services.clone(),
             user,
             running: false,
-            markers: 0,
         })
     }
 
@@ -443,75 +440,19 @@ impl Instance {
         String::from_utf8_lossy(&text).into_owned()
     }
 
-    /// The maillog from `mark` on, up to a line written now through the
-    /// instance's own logging service. Every line that a process logged
-    /// before this call is in it: the logging service writes in the order
-    /// it is told, and this line is told last.
-    pub fn maillog_through_now(&mut self, mark: u64) -> Result<String, LabError> {
-        self.markers += 1;
-        let marker = format!("lab marker {} {}", std::process::id(), self.markers);
-        let status = Command::new(POSTLOG_COMMAND)
-            .arg("-c")
-            .arg(&self.config_dir)
-            .args(["-t", "flushbed/lab"])
-            .arg(&marker)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(io_error("running", Path::new(POSTLOG_COMMAND)))?;
-        if !status.success() {
-            return Err(LabError::Command {
-                action: "postlog",
-                config_dir: self.config_dir.clone(),
-                why: status.to_string(),
-                maillog: self.maillog_tail(20),
-            });
-        }
-
-        let started = Instant::now();
-        loop {
-            let log = self.maillog_since(mark);
-            if let Some(at) = log.find(&marker) {
-                let end = log[..at].rfind('\n').map_or(0, |n| n + 1);
-                return Ok(log[..end].to_string());
-            }
-            if started.elapsed() > SOCKET_TIMEOUT {
-                return Err(LabError::Command {
-                    action: "postlog",
-                    config_dir: self.config_dir.clone(),
-                    why: format!("\"{marker}\" never reached the maillog"),
-                    maillog: self.maillog_tail(20),
-                });
-            }
-            std::thread::sleep(ms(5));
+    /// A reader of the maillog from its present end on.
+    pub fn maillog_reader(&self) -> MaillogReader {
+        MaillogReader {
+            config_dir: self.config_dir.clone(),
+            maillog: self.maillog.clone(),
+            position: self.maillog_mark(),
+            markers: 0,
         }
     }
 
     /// The last lines of the maillog, for a diagnostic.
     pub fn maillog_tail(&self, lines: usize) -> String {
         tail(&self.maillog_since(0), lines)
-    }
-
-    /// How many flush processes the master saw end badly in the maillog
-    /// text `log` (one `fatal:` or `panic:` of a flush process, or the
-    /// master's word that one exited with a status or was killed, counts
-    /// once per process).
-    pub fn flush_deaths(log: &str) -> usize {
-        let mut pids = std::collections::BTreeSet::new();
-        for line in log.lines() {
-            if let Some(pid) = dying_flush_pid(line) {
-                pids.insert(pid);
-            }
-        }
-        pids.len()
-    }
-
-    /// Whether the maillog text `log` says the master paused the flush
-    /// service (`service_throttle_time`) after a process died at its start.
-    pub fn flush_throttled(log: &str) -> bool {
-        log.lines()
-            .any(|l| l.contains("/flush: bad command startup -- throttling"))
     }
 
     /// `postfix -c DIR ACTION`, bounded in time; a failure carries the
@@ -616,29 +557,119 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// The pid of a flush process that a maillog line says ended badly.
-fn dying_flush_pid(line: &str) -> Option<u32> {
-    // `postfix/flush[PID]: fatal: ...`, `... panic: ...`
-    if let Some(rest) = line.split("postfix/flush[").nth(1) {
-        let (pid, after) = rest.split_once("]: ")?;
-        if after.starts_with("fatal:") || after.starts_with("panic:") {
-            return pid.parse().ok();
-        }
-        return None;
+/// Reads an instance's maillog piece by piece, each piece starting where
+/// the last one ended.
+pub struct MaillogReader {
+    config_dir: PathBuf,
+    maillog: PathBuf,
+    position: u64,
+    markers: u64,
+}
+
+impl MaillogReader {
+    /// What the maillog holds beyond the last piece, as it is now.
+    pub fn read_available(&mut self) -> Result<String, LabError> {
+        let mut bytes = Vec::new();
+        let mut file = fs::File::open(&self.maillog).map_err(io_error("opening", &self.maillog))?;
+        file.seek(SeekFrom::Start(self.position))
+            .and_then(|_| file.read_to_end(&mut bytes))
+            .map_err(io_error("reading", &self.maillog))?;
+
+        // A line is taken only whole; the rest waits for the next piece.
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |n| n + 1);
+        self.position += whole as u64;
+        Ok(String::from_utf8_lossy(&bytes[..whole]).into_owned())
     }
 
-    // `postfix/master[PID]: warning: process .../flush pid PID exit status 1`
-    // or `... killed by signal 9`.
-    let rest = line.split("warning: process ").nth(1)?;
-    let (program, rest) = rest.split_once(" pid ")?;
-    if !program.ends_with("/flush") {
-        return None;
+    /// What the maillog holds beyond the last piece, up to a line written
+    /// now through the instance's own logging service. Every line that a
+    /// process of the instance logged before this call is in it: the
+    /// logging service writes in the order it is told, and this line is
+    /// told last.
+    pub fn read_through_now(&mut self) -> Result<String, LabError> {
+        self.markers += 1;
+        let marker = format!(
+            "flushbed lab marker {} {}",
+            std::process::id(),
+            self.markers
+        );
+        let config_dir = self.config_dir.clone();
+        let fail = |why: String| LabError::Command {
+            action: "postlog",
+            config_dir: config_dir.clone(),
+            why,
+            maillog: String::new(),
+        };
+        let status = Command::new(POSTLOG_COMMAND)
+            .arg("-c")
+            .arg(&self.config_dir)
+            .args(["-t", "flushbed/lab"])
+            .arg(&marker)
+            .env("MAIL_CONFIG", &self.config_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| fail(format!("cannot run {POSTLOG_COMMAND}: {e}")))?;
+        if !status.success() {
+            return Err(fail(status.to_string()));
+        }
+
+        let started = Instant::now();
+        let mut text = String::new();
+        loop {
+            text.push_str(&self.read_available()?);
+            if let Some(at) = text.find(&marker) {
+                let start = text[..at].rfind('\n').map_or(0, |n| n + 1);
+                let end = text[at..].find('\n').map_or(text.len(), |n| at + n + 1);
+                text.replace_range(start..end, "");
+                return Ok(text);
+            }
+            if started.elapsed() > SOCKET_TIMEOUT {
+                return Err(fail(format!("\"{marker}\" never reached the maillog")));
+            }
+            std::thread::sleep(ms(5));
+        }
     }
-    let (pid, how) = rest.split_once(' ')?;
-    if how.starts_with("exit status") || how.starts_with("killed by signal") {
-        return pid.parse().ok();
-    }
-    None
+}
+
+/// The pids of the flush processes that maillog text says logged a
+/// `fatal:` or `panic:` (each then exits).
+pub fn flush_fatal_pids(log: &str) -> BTreeSet<u32> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = line.split("postfix/flush[").nth(1)?;
+            let (pid, after) = rest.split_once("]: ")?;
+            (after.starts_with("fatal:") || after.starts_with("panic:"))
+                .then(|| pid.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// The pids of the flush processes that maillog text says the master saw
+/// end badly: with an exit status, or killed by a signal.
+pub fn flush_bad_exit_pids(log: &str) -> BTreeSet<u32> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = line.split("warning: process ").nth(1)?;
+            let (program, rest) = rest.split_once(" pid ")?;
+            if !program.ends_with("/flush") {
+                return None;
+            }
+            let (pid, how) = rest.split_once(' ')?;
+            (how.starts_with("exit status") || how.starts_with("killed by signal"))
+                .then(|| pid.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// Whether maillog text says the master paused the flush service
+/// (`service_throttle_time`) after a process died at its start.
+pub fn flush_throttled(log: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains("/flush: bad command startup -- throttling"))
 }
 
 /// The pids of the processes whose environment names `config_dir` as
@@ -765,7 +796,7 @@ mod tests {
     }
 
     #[test]
-    fn flush_deaths_count_each_dying_process_once() {
+    fn maillog_names_the_flush_processes_that_died_and_the_throttle() {
         let log = "\
 Dec 04 09:20:01 h postfix/flush[14856]: fatal: scan_dir_push: open directory flush/x: Not a directory
 Dec 04 09:20:02 h postfix/master[14848]: warning: process /usr/lib/postfix/sbin/flush pid 14856 exit status 1
@@ -774,9 +805,27 @@ Dec 04 09:20:03 h postfix/flush[14860]: warning: bad queue id \"x\" in fast flus
 Dec 04 09:20:04 h postfix/master[14848]: warning: process /usr/lib/postfix/sbin/smtpd pid 14870 exit status 1
 Dec 04 09:20:05 h postfix/master[14848]: warning: process /usr/lib/postfix/sbin/flush pid 14871 killed by signal 9
 ";
-        assert_eq!(Instance::flush_deaths(log), 2);
-        assert_eq!(Instance::flush_deaths(""), 0);
-        assert!(Instance::flush_throttled(log));
-        assert!(!Instance::flush_throttled(log.lines().next().unwrap_or("")));
+        assert_eq!(flush_fatal_pids(log), BTreeSet::from([14856]));
+        assert_eq!(flush_bad_exit_pids(log), BTreeSet::from([14856, 14871]));
+        assert!(flush_throttled(log));
+        assert!(!flush_throttled(log.lines().next().unwrap_or("")));
+        assert!(flush_fatal_pids("").is_empty());
+    }
+
+    #[test]
+    fn a_maillog_reader_takes_only_whole_lines_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let maillog = dir.path().join("maillog");
+        fs::write(&maillog, "one\ntw").unwrap();
+        let mut reader = MaillogReader {
+            config_dir: dir.path().to_path_buf(),
+            maillog: maillog.clone(),
+            position: 0,
+            markers: 0,
+        };
+        assert_eq!(reader.read_available().unwrap(), "one\n");
+        fs::write(&maillog, "one\ntwo\nthree\n").unwrap();
+        assert_eq!(reader.read_available().unwrap(), "two\nthree\n");
+        assert_eq!(reader.read_available().unwrap(), "");
     }
 }

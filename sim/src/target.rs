@@ -20,6 +20,7 @@ use crate::observe;
 use crate::scenario::ConfigSpec;
 
 pub mod live;
+pub mod postfix;
 pub mod serve;
 
 /// A flush server under test, with the spool it works on.
