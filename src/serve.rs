@@ -243,9 +243,12 @@ impl Checker {
     /// configuration directory, for `socket:PATH` only.
     pub fn new(target: &CheckTarget, config: Option<&Path>) -> anyhow::Result<Checker> {
         match (target, config) {
-            (CheckTarget::Socket(socket), Some(dir)) => Ok(Checker::Socket(Box::new(
-                SocketServer::read(socket, dir, &real_hostname())?,
-            ))),
+            (CheckTarget::Socket(socket), Some(dir)) => {
+                // The host name the server took as its default myhostname.
+                let (_, env) = read_config(dir, &real_hostname())?;
+                let server = SocketServer::read(socket, dir, &env.hostname)?;
+                Ok(Checker::Socket(Box::new(server)))
+            }
             (CheckTarget::Socket(_), None) => {
                 bail!("--target socket:PATH needs --config DIR, the server's configuration")
             }
