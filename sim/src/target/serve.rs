@@ -13,6 +13,14 @@
 //! the server's log: the target runs it with only that event turned on
 //! and reads its standard error after every exchange (the event is
 //! written before the connection is closed).
+//!
+//! ## Limitations
+//!
+//! - A configuration the server refuses at start-up (a `fast_flush_domains`
+//!   it cannot read) ends the run with an error instead of being compared
+//!   with the model, which says such a server dies before any reply.
+//!   FIXME: answering every connection of such a run as a death would let
+//!   the lockstep compare it.
 
 use std::fs;
 use std::io::{self, Read};
