@@ -259,7 +259,7 @@ impl Checker {
             )),
             (CheckTarget::Postfix, None) => match postfix::available() {
                 Ok(()) => Ok(Checker::Postfix),
-                Err(e) => bail!("the postfix target needs a real Postfix here: {e}"),
+                Err(e) => bail!("the postfix target cannot run here: {e}"),
             },
         }
     }

@@ -28,12 +28,12 @@ use crate::names::{c_string, mail_queue_id_ok, valid_hostname, valid_mailhost_li
 use crate::wire::{Input, Value, Wanted, FLAG_STRICT, FLUSH_PROTOCOL};
 use crate::Tables;
 
-/// `EX_USAGE`.
-const EX_USAGE: i32 = 64;
-/// `EX_UNAVAILABLE`.
-const EX_UNAVAILABLE: i32 = 69;
-/// `EX_SOFTWARE`.
-const EX_SOFTWARE: i32 = 70;
+/// The exit status of every fatal error of `postqueue`: `EX_UNAVAILABLE`.
+/// Its source names `EX_USAGE` (64) for an invalid destination or queue ID
+/// and a BAD reply, and `EX_SOFTWARE` (70) for an unexpected status, but
+/// the cleanup hook it installs at its start exits 69 before that status
+/// is used; the real 3.7.11 `postqueue -s bad..name` exits 69.
+const POSTQUEUE_FATAL: i32 = 69;
 
 /// What a client library call does before it connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,7 +238,7 @@ impl Client {
         };
         (!ok).then(|| {
             CommandResult::fatal(
-                EX_USAGE,
+                POSTQUEUE_FATAL,
                 format!(
                     "Cannot flush mail queue - invalid destination: \"{}\"",
                     shorten(site)
@@ -253,7 +253,7 @@ impl Client {
         let queue_id = c_string(queue_id);
         (!mail_queue_id_ok(queue_id)).then(|| {
             CommandResult::fatal(
-                EX_USAGE,
+                POSTQUEUE_FATAL,
                 format!(
                     "Cannot flush queue ID - invalid name: \"{}\"",
                     shorten(queue_id)
@@ -272,13 +272,15 @@ impl Client {
         let site = String::from_utf8_lossy(c_string(site)).into_owned();
         match status {
             Status::Ok => CommandResult::ok(),
-            Status::Bad => CommandResult::fatal(EX_USAGE, format!("Invalid request: \"{site}\"")),
+            Status::Bad => {
+                CommandResult::fatal(POSTQUEUE_FATAL, format!("Invalid request: \"{site}\""))
+            }
             Status::Fail => CommandResult::fatal(
-                EX_UNAVAILABLE,
+                POSTQUEUE_FATAL,
                 "Cannot flush mail queue - mail system is down".to_string(),
             ),
             Status::Deny => CommandResult::fatal(
-                EX_UNAVAILABLE,
+                POSTQUEUE_FATAL,
                 format!("Flush service is not configured for destination \"{site}\""),
             ),
         }
@@ -296,14 +298,14 @@ impl Client {
         match status {
             Status::Ok => CommandResult::ok(),
             Status::Bad => {
-                CommandResult::fatal(EX_USAGE, format!("Invalid request: \"{queue_id}\""))
+                CommandResult::fatal(POSTQUEUE_FATAL, format!("Invalid request: \"{queue_id}\""))
             }
             Status::Fail => CommandResult::fatal(
-                EX_UNAVAILABLE,
+                POSTQUEUE_FATAL,
                 "Cannot flush mail queue - mail system is down".to_string(),
             ),
             Status::Deny => CommandResult::fatal(
-                EX_SOFTWARE,
+                POSTQUEUE_FATAL,
                 format!("Unexpected flush server reply status {}", status.code()),
             ),
         }
@@ -493,11 +495,11 @@ mod tests {
                     .into()
             }
         );
-        assert_eq!(c.postqueue_site_result(b"x.example", Status::Bad).exit, 64);
-        assert_eq!(c.postqueue_site_result(b"bad..site", Status::Ok).exit, 64);
+        assert_eq!(c.postqueue_site_result(b"x.example", Status::Bad).exit, 69);
+        assert_eq!(c.postqueue_site_result(b"bad..site", Status::Ok).exit, 69);
         assert_eq!(
             c.postqueue_file_result(b"not-a-queue-id", Status::Ok).exit,
-            64
+            69
         );
         assert_eq!(
             c.postqueue_site_result(b"x.example", Status::Fail).stderr,
@@ -507,7 +509,7 @@ mod tests {
             c.postqueue_file_result(b"ABC", Status::Bad).stderr,
             "postqueue: fatal: Invalid request: \"ABC\""
         );
-        assert_eq!(c.postqueue_file_result(b"ABC", Status::Deny).exit, 70);
+        assert_eq!(c.postqueue_file_result(b"ABC", Status::Deny).exit, 69);
     }
 
     #[test]
@@ -517,13 +519,13 @@ mod tests {
         assert_eq!(c.postqueue_site_check(b"[127.0.0.1]"), None);
         assert_eq!(
             c.postqueue_site_check(b"bad site").map(|r| r.exit),
-            Some(64)
+            Some(69)
         );
         assert_eq!(c.postqueue_file_check(b"ABC"), None);
         assert_eq!(
             c.postqueue_file_check(b"not-a-queue-id"),
             Some(CommandResult::fatal(
-                64,
+                69,
                 "Cannot flush queue ID - invalid name: \"not-a-queue-id\"".to_string()
             ))
         );
