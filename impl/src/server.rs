@@ -2,8 +2,9 @@
 //! place of Postfix's master and its flush(8) processes.
 //!
 //! One request per connection, many connections at once, as the master
-//! runs many flush processes. Each connection gets its own thread (up to a
-//! limit, like the master's process limit; more wait in the listen queue),
+//! runs many flush processes. Each connection gets a thread of its own (up
+//! to a limit, like the master's process limit; more wait in the listen
+//! queue), a thread kept from an earlier connection when one is free,
 //! and every thread shares one [`FlushService`]: logfiles are serialised by
 //! `flock(2)`, so flushbed's connections, and a real Postfix's processes on
 //! the same spool, exclude each other exactly where Postfix's do.
@@ -37,7 +38,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -405,6 +406,7 @@ impl Server {
     /// Serves connections until `shutdown` is raised, then stops: no new
     /// connection, the socket removed, every request in progress finished.
     pub fn run(self, shutdown: &AtomicBool) -> io::Result<()> {
+        let workers = Workers::new();
         while !shutdown.load(Ordering::SeqCst) {
             if !self
                 .in_flight
@@ -432,18 +434,7 @@ impl Server {
                     continue;
                 }
             };
-            let service = Arc::clone(&self.service);
-            let read_timeout = self.config.read_timeout;
-            let stopping = Arc::clone(&self.stopping);
-            let spawned = thread::Builder::new()
-                .name("flush".to_string())
-                .spawn(move || {
-                    let _slot = slot;
-                    serve_one(&service, stream, read_timeout, stopping);
-                });
-            if let Err(e) = spawned {
-                warn!(error = %e, "cannot start a thread: connection dropped");
-            }
+            workers.hand_over(Job { stream, slot }, &self);
         }
 
         // New clients are refused from here on instead of waiting.
@@ -459,6 +450,8 @@ impl Server {
         drop(listener);
         remove_own_socket(&config.socket_path, socket_ino);
         in_flight.wait_idle();
+        // Idle workers end once nobody can hand them a connection.
+        drop(workers);
         info!(socket = %config.socket_path.display(), "stopped");
         Ok(())
     }
@@ -473,6 +466,60 @@ fn remove_own_socket(path: &Path, ino: u64) {
         }
         Ok(_) => warn!(socket = %path.display(), "socket replaced by another, left alone"),
         Err(e) => debug!(socket = %path.display(), error = %e, "socket already gone"),
+    }
+}
+
+/// One accepted connection and the slot it holds until it is served.
+struct Job {
+    stream: UnixStream,
+    slot: Slot,
+}
+
+/// The threads that serve connections. A thread that has served one waits
+/// for the next instead of ending: starting and ending a thread costs the
+/// machine more than an `add` does. A connection goes to a waiting thread
+/// if there is one, and to a new thread otherwise, so there are about as
+/// many threads as connections were ever served at once.
+struct Workers {
+    /// A rendezvous: a hand-over succeeds only while a thread waits.
+    jobs: mpsc::SyncSender<Job>,
+    waiting: Arc<Mutex<mpsc::Receiver<Job>>>,
+}
+
+impl Workers {
+    fn new() -> Workers {
+        let (jobs, waiting) = mpsc::sync_channel(0);
+        Workers {
+            jobs,
+            waiting: Arc::new(Mutex::new(waiting)),
+        }
+    }
+
+    fn hand_over(&self, job: Job, server: &Server) {
+        let job = match self.jobs.try_send(job) {
+            Ok(()) => return,
+            Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) => job,
+        };
+        let service = Arc::clone(&server.service);
+        let read_timeout = server.config.read_timeout;
+        let stopping = Arc::clone(&server.stopping);
+        let waiting = Arc::clone(&self.waiting);
+        let spawned = thread::Builder::new()
+            .name("flush".to_string())
+            .spawn(move || {
+                let mut job = Some(job);
+                while let Some(Job { stream, slot }) = job.take() {
+                    serve_one(&service, stream, read_timeout, Arc::clone(&stopping));
+                    drop(slot);
+                    // One thread at a time waits in the channel, the rest
+                    // on its lock; all end when the server drops the sender.
+                    let next = waiting.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    job = next.ok();
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "cannot start a thread: connection dropped");
+        }
     }
 }
 
@@ -610,6 +657,55 @@ mod tests {
         drop(first);
         assert!(socket.exists());
         assert!(Server::bind(service, ServerConfig::new(socket, Profile::Strict)).is_ok());
+    }
+
+    /// The thread IDs of this process's threads named `flush`.
+    fn flush_threads() -> std::collections::BTreeSet<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "flush")
+            })
+            .map(|t| t.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_thread_of_one_connection_serves_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, shutdown) = serving(dir.path());
+        let socket = server.socket_path().to_path_buf();
+        let running = {
+            let shutdown = Arc::clone(&shutdown);
+            thread::spawn(move || server.run(&shutdown))
+        };
+        let add = |n: usize| {
+            let mut client = UnixStream::connect(&socket).unwrap();
+            let request = format!("request\0add\0site\0example.com\0queue_id\0ID{n}\0\0");
+            client.write_all(request.as_bytes()).unwrap();
+            let mut reply = Vec::new();
+            client.read_to_end(&mut reply).unwrap();
+            assert!(reply.ends_with(b"status\x000\x00\x00"));
+            // Time for the thread to go back to waiting (or to end).
+            thread::sleep(Duration::from_millis(50));
+        };
+
+        // Other tests run servers too: only threads new since are ours.
+        let before = flush_threads();
+        add(0);
+        let first: Vec<String> = flush_threads().difference(&before).cloned().collect();
+        for n in 1..5 {
+            add(n);
+        }
+        let after = flush_threads();
+        assert!(
+            first.iter().any(|tid| after.contains(tid)),
+            "the thread that served the first connection ended"
+        );
+
+        shutdown.store(true, Ordering::SeqCst);
+        running.join().unwrap().unwrap();
     }
 
     #[test]
