@@ -33,12 +33,13 @@
 //! [`FLUSH_PROCESS_DIED`]; the next connection is served as by the fresh
 //! process the master would start.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -478,48 +479,85 @@ struct Job {
 /// The threads that serve connections. A thread that has served one waits
 /// for the next instead of ending: starting and ending a thread costs the
 /// machine more than an `add` does. A connection goes to a waiting thread
-/// if there is one, and to a new thread otherwise, so there are about as
-/// many threads as connections were ever served at once.
+/// if there is one, and to a new thread otherwise; a thread counts as
+/// waiting before it gives back its connection's slot, so there are never
+/// more threads than connections served at once (`max_connections`).
 struct Workers {
-    /// A rendezvous: a hand-over succeeds only while a thread waits.
-    jobs: mpsc::SyncSender<Job>,
-    waiting: Arc<Mutex<mpsc::Receiver<Job>>>,
+    queue: Arc<(Mutex<Queue>, Condvar)>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// Threads waiting for a job, or woken for one not yet taken.
+    idle: usize,
+    /// The server has stopped: waiting threads end.
+    closed: bool,
 }
 
 impl Workers {
     fn new() -> Workers {
-        let (jobs, waiting) = mpsc::sync_channel(0);
         Workers {
-            jobs,
-            waiting: Arc::new(Mutex::new(waiting)),
+            queue: Arc::default(),
         }
     }
 
     fn hand_over(&self, job: Job, server: &Server) {
-        let job = match self.jobs.try_send(job) {
-            Ok(()) => return,
-            Err(mpsc::TrySendError::Full(job) | mpsc::TrySendError::Disconnected(job)) => job,
-        };
+        let (queue, ready) = &*self.queue;
+        let mut state = queue.lock().unwrap_or_else(|e| e.into_inner());
+        if state.idle > state.jobs.len() {
+            state.jobs.push_back(job);
+            drop(state);
+            ready.notify_one();
+            return;
+        }
+        drop(state);
+
         let service = Arc::clone(&server.service);
         let read_timeout = server.config.read_timeout;
         let stopping = Arc::clone(&server.stopping);
-        let waiting = Arc::clone(&self.waiting);
+        let shared = Arc::clone(&self.queue);
         let spawned = thread::Builder::new()
             .name("flush".to_string())
             .spawn(move || {
-                let mut job = Some(job);
-                while let Some(Job { stream, slot }) = job.take() {
+                let mut next = Some(job);
+                while let Some(Job { stream, slot }) = next.take() {
                     serve_one(&service, stream, read_timeout, Arc::clone(&stopping));
-                    drop(slot);
-                    // One thread at a time waits in the channel, the rest
-                    // on its lock; all end when the server drops the sender.
-                    let next = waiting.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    job = next.ok();
+                    next = wait_for_job(&shared, slot);
                 }
             });
         if let Err(e) = spawned {
             warn!(error = %e, "cannot start a thread: connection dropped");
         }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        let (queue, ready) = &*self.queue;
+        queue.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        ready.notify_all();
+    }
+}
+
+/// A served thread waits for its next connection; none once the server
+/// has stopped.
+fn wait_for_job(shared: &(Mutex<Queue>, Condvar), slot: Slot) -> Option<Job> {
+    let (queue, ready) = shared;
+    let mut state = queue.lock().unwrap_or_else(|e| e.into_inner());
+    state.idle += 1;
+    // Only now may the accept loop take another connection in our place.
+    drop(slot);
+    loop {
+        if let Some(job) = state.jobs.pop_front() {
+            state.idle -= 1;
+            return Some(job);
+        }
+        if state.closed {
+            state.idle -= 1;
+            return None;
+        }
+        state = ready.wait(state).unwrap_or_else(|e| e.into_inner());
     }
 }
 
@@ -703,6 +741,41 @@ mod tests {
             first.iter().any(|tid| after.contains(tid)),
             "the thread that served the first connection ended"
         );
+
+        shutdown.store(true, Ordering::SeqCst);
+        running.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn concurrent_clients_get_no_more_threads_than_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, shutdown) = serving(dir.path());
+        let socket = server.socket_path().to_path_buf();
+        let running = {
+            let shutdown = Arc::clone(&shutdown);
+            thread::spawn(move || server.run(&shutdown))
+        };
+
+        let before = flush_threads();
+        let clients = 8;
+        thread::scope(|scope| {
+            for c in 0..clients {
+                let socket = &socket;
+                scope.spawn(move || {
+                    for n in 0..25 {
+                        let mut client = UnixStream::connect(socket).unwrap();
+                        let request =
+                            format!("request\0add\0site\0example.com\0queue_id\0C{c}N{n}\0\0");
+                        client.write_all(request.as_bytes()).unwrap();
+                        let mut reply = Vec::new();
+                        client.read_to_end(&mut reply).unwrap();
+                    }
+                });
+            }
+        });
+        // Other tests' servers may start a few threads meanwhile.
+        let new = flush_threads().difference(&before).count();
+        assert!(new <= clients + 8, "{new} threads for {clients} clients");
 
         shutdown.store(true, Ordering::SeqCst);
         running.join().unwrap().unwrap();
