@@ -210,7 +210,21 @@ fn offset(seconds: i64) -> String {
 /// when the bytes hold a `'`, inside a basic string with TOML's own
 /// escaping on top.
 pub fn bytes(value: &[u8]) -> String {
-    let encoded = escape::encode(value);
+    // UTF-8 text keeps its letters (`straße`), which flushbed's escapes
+    // pass through; anything else is escaped byte by byte.
+    let encoded = match std::str::from_utf8(value) {
+        Ok(text) => text
+            .chars()
+            .map(|c| {
+                if c.is_ascii() {
+                    escape::encode(&[c as u8])
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+        Err(_) => escape::encode(value),
+    };
     if !encoded.contains('\'') {
         return format!("'{encoded}'");
     }
@@ -260,12 +274,19 @@ mod tests {
             b"A1\0junk\r\n\xff".to_vec(),
             b"it's \"quoted\" \\ here".to_vec(),
             "straße".as_bytes().to_vec(),
+            "Bücher\0\u{85}".as_bytes().to_vec(),
         ] {
             let doc = format!("v = {}\n", bytes(&value));
             let parsed: toml::Table = toml::from_str(&doc).expect("valid TOML");
             let decoded = escape::decode(parsed["v"].as_str().expect("a string"));
             assert_eq!(decoded.as_deref(), Ok(value.as_slice()), "{doc}");
         }
+    }
+
+    #[test]
+    fn utf8_sites_are_written_with_their_letters() {
+        assert_eq!(bytes("straße.example".as_bytes()), "'straße.example'");
+        assert_eq!(bytes(b"b\xfc"), "'b\\xfc'");
     }
 
     #[test]
