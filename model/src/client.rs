@@ -236,15 +236,21 @@ impl Client {
         } else {
             valid_hostname(site)
         };
-        (!ok).then(|| {
-            CommandResult::fatal(
+        if !ok {
+            return Some(CommandResult::fatal(
                 POSTQUEUE_FATAL,
                 format!(
                     "Cannot flush mail queue - invalid destination: \"{}\"",
                     shorten(site)
                 ),
-            )
-        })
+            ));
+        }
+
+        // The client library's first use of the list opens its files and
+        // tables; a command (unlike smtpd or the flush server) cannot go on
+        // without one, so postqueue dies there, whatever the site.
+        let failure = self.domains.as_ref().ok()?.open_failures().first()?;
+        Some(CommandResult::fatal(POSTQUEUE_FATAL, failure.clone()))
     }
 
     /// What `postqueue -i queue_id` says before it asks for anything: a

@@ -101,6 +101,10 @@ pub struct DomainList {
     patterns: Vec<Pattern>,
     parent_style: bool,
     utf8: bool,
+    /// What could not be opened while the list was read, as a program
+    /// that reads the list without `MATCH_FLAG_RETURN` reports it before
+    /// it exits (`open file PATH: ...`, `open database PATH: ...`).
+    open_failures: Vec<String>,
 }
 
 impl DomainList {
@@ -115,9 +119,15 @@ impl DomainList {
             patterns: Vec::new(),
             parent_style,
             utf8,
+            open_failures: Vec::new(),
         };
         list.parse_text(value.as_bytes(), true, tables, 0)?;
         Ok(list)
+    }
+
+    /// The files and tables the list could not open, in list order.
+    pub fn open_failures(&self) -> &[String] {
+        &self.open_failures
     }
 
     /// Whether the list has no patterns at all.
@@ -149,6 +159,13 @@ impl DomainList {
             } else if is_table(item) {
                 let spec = String::from_utf8_lossy(item).into_owned();
                 let table = open_table(item, tables, self.utf8)?;
+                if let Some(path) = item.strip_prefix(b"texthash:") {
+                    let path = String::from_utf8_lossy(path);
+                    if !tables.files.contains_key(path.as_ref()) {
+                        self.open_failures
+                            .push(format!("open database {path}: No such file or directory"));
+                    }
+                }
                 self.patterns.push(Pattern {
                     positive,
                     kind: Kind::Table(spec, table),
@@ -178,6 +195,8 @@ impl DomainList {
         let Some(content) = tables.files.get(&path_text) else {
             // The real list keeps the pattern, without its `!`, as a table
             // whose lookups fail.
+            self.open_failures
+                .push(format!("open file {path_text}: No such file or directory"));
             let spec = format!("nofile:{path_text}");
             let table = Table::Unavailable(format!("open file {path_text}: no such file"));
             self.patterns.push(Pattern {
