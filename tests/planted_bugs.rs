@@ -109,6 +109,9 @@ fn explore_finds_every_planted_bug_within_the_bound() {
             finding.events_before,
             finding.shrunk.events.len()
         );
+        for line in &finding.failure.lines {
+            println!("    {line}");
+        }
 
         // The file explore writes replays the divergence with the bug, and
         // passes on the implementation as it is.
