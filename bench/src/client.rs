@@ -94,11 +94,18 @@ pub struct Load {
     pub elapsed: Duration,
     /// Each request's latency, sorted.
     pub latencies: Vec<Duration>,
+    /// The CPU time the server used for the measured requests.
+    pub server_cpu: Duration,
 }
 
 impl Load {
     pub fn per_second(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The server's CPU time per request.
+    pub fn cpu_per_request(&self) -> Duration {
+        self.server_cpu / self.requests.max(1) as u32
     }
 
     /// The latency below which `fraction` of the requests finished.
@@ -113,15 +120,19 @@ impl Load {
 
 /// Sends `warmup` requests and then `wires.len()` measured ones, each batch
 /// shared out among `clients` concurrent clients; every reply must be
-/// [`OK_REPLY`].
+/// [`OK_REPLY`]. `cpu` reads the server's CPU time used so far.
 pub fn run_load(
     socket: &Path,
     clients: usize,
     warmup: &[Vec<u8>],
     wires: &[Vec<u8>],
+    cpu: &dyn Fn() -> Duration,
 ) -> anyhow::Result<Load> {
     run_batch(socket, clients, warmup).context("warm-up")?;
-    run_batch(socket, clients, wires)
+    let before = cpu();
+    let mut load = run_batch(socket, clients, wires)?;
+    load.server_cpu = cpu().saturating_sub(before);
+    Ok(load)
 }
 
 fn run_batch(socket: &Path, clients: usize, wires: &[Vec<u8>]) -> anyhow::Result<Load> {
@@ -174,6 +185,7 @@ fn run_batch(socket: &Path, clients: usize, wires: &[Vec<u8>]) -> anyhow::Result
         clients,
         elapsed,
         latencies,
+        server_cpu: Duration::ZERO,
     })
 }
 
@@ -204,9 +216,11 @@ mod tests {
             clients: 1,
             elapsed: Duration::from_secs(1),
             latencies: (1..=100).map(Duration::from_millis).collect(),
+            server_cpu: Duration::from_millis(300),
         };
         assert_eq!(load.percentile(0.5), Duration::from_millis(50));
         assert_eq!(load.percentile(0.99), Duration::from_millis(99));
         assert_eq!(load.per_second(), 100.0);
+        assert_eq!(load.cpu_per_request(), Duration::from_millis(3));
     }
 }

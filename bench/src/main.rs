@@ -18,7 +18,7 @@
 //!
 //! ```sh
 //! cargo build --release -p flushbed -p flushbed-bench
-//! target/release/flushbed-bench            # about two minutes
+//! target/release/flushbed-bench            # a minute or two
 //! target/release/flushbed-bench --long     # ten times the requests
 //! ```
 
@@ -85,6 +85,16 @@ enum Cmd {
     /// Run the floor server (started by the benchmarks themselves).
     #[command(hide = true)]
     Floor { socket: PathBuf, flush_dir: PathBuf },
+    /// Send the add load to a server that is already running, for a
+    /// profiler watching it; prints requests/s and latencies.
+    Load {
+        /// The server's flush socket.
+        socket: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+    },
 }
 
 /// How much work a run does.
@@ -103,10 +113,10 @@ impl Sizes {
         Sizes {
             warmup: 500 * scale,
             requests: 5_000 * scale,
-            send_iterations: 5 * scale,
+            send_iterations: 3 * scale,
             send_queue_files: 10_000,
             lockstep: lockstep::Shape {
-                events: 3_000 * scale,
+                events: 2_000 * scale,
                 sites: 36,
                 queue_files: 300,
                 seed: 20_261_204,
@@ -154,6 +164,32 @@ fn main() -> ExitCode {
         };
     }
 
+    if let Some(Cmd::Load {
+        socket,
+        clients,
+        requests,
+    }) = &cli.command
+    {
+        let warmup = add_wires('L', 0, 100);
+        let wires = add_wires('L', 100, *requests);
+        let nothing = || Duration::ZERO;
+        return match client::run_load(socket, (*clients).max(1), &warmup, &wires, &nothing) {
+            Ok(load) => {
+                println!(
+                    "{:.0} requests/s, p50 {:?}, p99 {:?}",
+                    load.per_second(),
+                    load.percentile(0.5),
+                    load.percentile(0.99)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("flushbed-bench load: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
     if let Err(e) = cleanup::install() {
         eprintln!("flushbed-bench: {e:#}");
         return ExitCode::FAILURE;
@@ -196,8 +232,13 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     }
     if cli.only != Some(Part::Servers) {
-        eprintln!("lockstep: {} events", sizes.lockstep.events);
+        let phase = Instant::now();
         lockstep = Some(lockstep::run(sizes.lockstep)?);
+        eprintln!(
+            "lockstep: {} events, {:.1} s",
+            sizes.lockstep.events,
+            phase.elapsed().as_secs_f64()
+        );
     }
 
     let text = report::render(&report::Report {
@@ -235,16 +276,21 @@ fn add_wires(prefix: char, first: usize, count: usize) -> Vec<Vec<u8>> {
 }
 
 /// The add loads, 1 and 16 clients, each with its own queue IDs.
-fn add_loads(socket: &Path, sizes: Sizes) -> anyhow::Result<Vec<Load>> {
+fn add_loads(socket: &Path, cpu: memory::CpuOf, sizes: Sizes) -> anyhow::Result<Vec<Load>> {
     let mut loads = Vec::new();
     for (round, clients) in CLIENTS.into_iter().enumerate() {
         let prefix = (b'A' + round as u8) as char;
         let warmup = add_wires(prefix, 0, sizes.warmup);
         let wires = add_wires(prefix, sizes.warmup, sizes.requests);
-        eprintln!("  add, {clients} client(s): {} requests", wires.len());
+        let phase = Instant::now();
         loads.push(
-            client::run_load(socket, clients, &warmup, &wires)
+            client::run_load(socket, clients, &warmup, &wires, &|| cpu.used())
                 .with_context(|| format!("add with {clients} client(s)"))?,
+        );
+        eprintln!(
+            "  add, {clients} client(s): {} requests, {:.1} s",
+            wires.len(),
+            phase.elapsed().as_secs_f64()
         );
     }
     Ok(loads)
@@ -260,7 +306,7 @@ fn send_loads(
 ) -> anyhow::Result<Vec<Duration>> {
     let work = SendWorkload::new(SEND_LOGFILE, sizes.send_queue_files);
     let request = wire::send_site_request(SEND_SITE.as_bytes());
-    eprintln!("  send_site: {} iterations", sizes.send_iterations);
+    let phase = Instant::now();
     let mut times = Vec::new();
     for iteration in 0..=sizes.send_iterations {
         work.plant(spool, owner)?;
@@ -290,6 +336,11 @@ fn send_loads(
         );
     }
     times.sort_unstable();
+    eprintln!(
+        "  send_site: {} iterations, {:.1} s with the planting",
+        sizes.send_iterations,
+        phase.elapsed().as_secs_f64()
+    );
     Ok(times)
 }
 
@@ -302,7 +353,7 @@ fn bench_floor(sizes: Sizes) -> anyhow::Result<ServerResult> {
     std::fs::create_dir(&flush_dir)?;
     let socket = dir.path().join("flush.socket");
     let floor = floor::FloorProcess::start(&socket, &flush_dir)?;
-    let loads = add_loads(&socket, sizes)?;
+    let loads = add_loads(&socket, memory::CpuOf::Process(floor.pid()), sizes)?;
     let memory = memory::vm_hwm_kib(floor.pid()).unwrap_or(0);
     Ok(ServerResult {
         name: "floor",
@@ -319,8 +370,9 @@ fn bench_flushbed(flushbed: &Path, sizes: Sizes) -> anyhow::Result<ServerResult>
     let owner = serve::current_owner();
     let qmgr = QmgrListener::start(&serve.spool(), owner)?;
     let socket = serve.flush_socket();
+    let cpu = memory::CpuOf::Process(serve.pid());
     let result = (|| {
-        let adds = add_loads(&socket, sizes)?;
+        let adds = add_loads(&socket, cpu, sizes)?;
         let sends = send_loads(&socket, &serve.spool(), owner, &qmgr, sizes)?;
         anyhow::Ok((adds, sends))
     })();
@@ -341,10 +393,12 @@ fn bench_postfix(sizes: Sizes) -> anyhow::Result<ServerResult> {
     let postfix = postfix::PostfixServer::start(MAIN_CF)?;
     let owner = postfix.owner();
     let qmgr = QmgrListener::start(postfix.spool(), owner)?;
-    let sampler = memory::Sampler::start(postfix.master_pid()?, "flush");
+    let master = postfix.master_pid()?;
+    let sampler = memory::Sampler::start(master, "flush");
     let socket = postfix.flush_socket();
+    let cpu = memory::CpuOf::Master(master, "flush");
     let result = (|| {
-        let adds = add_loads(&socket, sizes)?;
+        let adds = add_loads(&socket, cpu, sizes)?;
         let sends = send_loads(&socket, postfix.spool(), owner, &qmgr, sizes)?;
         anyhow::Ok((adds, sends))
     })();

@@ -1,4 +1,13 @@
-//! Peak memory of a flush server, from `/proc/PID/status` `VmHWM` (the
+//! What a flush server costs the machine: its CPU time, and its peak
+//! memory.
+//!
+//! CPU time is read from `/proc/PID/stat` (user plus system time of every
+//! thread, in clock ticks), so that it counts the server's own work
+//! whatever else the machine is doing. For the real Postfix it is the
+//! master's own time, the time of the flush processes it has reaped, and
+//! the time of those still alive.
+//!
+//! Peak memory is `/proc/PID/status` `VmHWM` (the
 //! process's peak resident set). A server that is one process (flushbed
 //! serve, the floor) is that process's VmHWM at the end of the run. The
 //! real Postfix runs one flush process per concurrent client, started and
@@ -14,6 +23,53 @@ use std::time::Duration;
 
 /// How often the flush processes of a Postfix master are looked at.
 const SAMPLE_EVERY: Duration = Duration::from_millis(5);
+
+/// The kernel's clock tick: `/proc` counts CPU time in these.
+const TICKS_PER_SECOND: u64 = 100;
+
+/// Fields of `/proc/PID/stat` after the command name: (own user + system
+/// time, reaped children's user + system time), in ticks.
+fn cpu_ticks(pid: i32) -> Option<(u64, u64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.rfind(')')?;
+    let fields: Vec<u64> = stat[close + 1..]
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // After the name: state is field 3, utime 14, stime 15, cutime 16,
+    // cstime 17 (numbered from 1 with the pid).
+    let at = |n: usize| fields.get(n - 3).copied();
+    Some((at(14)? + at(15)?, at(16)? + at(17)?))
+}
+
+/// Whose CPU time a server is.
+#[derive(Debug, Clone, Copy)]
+pub enum CpuOf {
+    /// One process, all its threads.
+    Process(i32),
+    /// A Postfix master and the processes named so that it starts.
+    Master(i32, &'static str),
+}
+
+impl CpuOf {
+    /// CPU time used so far, as far as it can be added up: for a master,
+    /// its own, its reaped children's, and its live children's of that
+    /// name. Differences between two readings are what counts.
+    pub fn used(self) -> Duration {
+        let ticks = match self {
+            CpuOf::Process(pid) => cpu_ticks(pid).map_or(0, |(own, _)| own),
+            CpuOf::Master(master, comm) => {
+                let (own, reaped) = cpu_ticks(master).unwrap_or((0, 0));
+                let live: u64 = children_named(master, comm)
+                    .into_iter()
+                    .filter_map(|pid| cpu_ticks(pid).map(|(own, _)| own))
+                    .sum();
+                own + reaped + live
+            }
+        };
+        Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
+    }
+}
 
 /// A process's peak resident set, in KiB.
 pub fn vm_hwm_kib(pid: i32) -> Option<u64> {
@@ -123,6 +179,18 @@ fn sample(master: i32, comm: &str, peak: &Mutex<Peak>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let me = CpuOf::Process(std::process::id() as i32);
+        let before = me.used();
+        let began = std::time::Instant::now();
+        let mut x = 0u64;
+        while began.elapsed() < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(me.used() > before);
+    }
 
     #[test]
     fn this_process_has_a_peak_resident_set() {

@@ -154,6 +154,17 @@ fn server_rows(servers: &[ServerResult]) -> Vec<Row> {
                 .map(|s| load(s).map(|l| 1.0 / l.per_second()))
                 .collect(),
         });
+        rows.push(Row {
+            label: format!("add, {clients} {clients_word}: server CPU per request (µs)"),
+            shown: servers
+                .iter()
+                .map(|s| load(s).map(|l| micros(l.cpu_per_request())))
+                .collect(),
+            cost: servers
+                .iter()
+                .map(|s| load(s).map(|l| l.cpu_per_request().as_secs_f64()))
+                .collect(),
+        });
         for (name, fraction) in [("p50", 0.50), ("p99", 0.99)] {
             rows.push(Row {
                 label: format!("add, {clients} {clients_word}: {name} latency (µs)"),
@@ -383,6 +394,7 @@ mod tests {
             clients,
             elapsed: Duration::from_micros(per_request_us * 100),
             latencies: vec![Duration::from_micros(per_request_us); 100],
+            server_cpu: Duration::from_micros(per_request_us * 50),
         }
     }
 
