@@ -12,11 +12,15 @@
 //! - [`lockstep`]: the runner, and what it reports.
 //! - [`narrate`]: a scenario's run told step by step.
 //! - [`lab`]: private real Postfix instances, the oracle.
+//! - [`invariants`]: what no request may do to the spool under strict.
+//! - [`faults`]: the fault-exploring run.
 
 pub mod clients;
 pub mod clock;
 pub mod escape;
 pub mod explore;
+pub mod faults;
+pub mod invariants;
 pub mod lab;
 pub mod lockstep;
 pub mod narrate;

@@ -33,6 +33,7 @@ use serde::Serialize;
 
 use crate::clients::{self, Begun, ClientResult, Command};
 use crate::escape;
+use crate::invariants;
 use crate::qmgr::{Message, QmgrTimers, QueueManager, World};
 use crate::scenario::{Action, Event, Expect, ExpectedStatus, ExpectedTimes, Scenario, Wakeup};
 use crate::target::{SpoolTarget, Target};
@@ -780,7 +781,32 @@ impl<'a> Run<'a> {
         if !differences.is_empty() {
             return Err(Stop::Diverged(Box::new(self.report(differences))));
         }
-        self.compare_spool()
+        let before = self.model_state.clone();
+        self.compare_spool()?;
+        self.check_strict_invariants(&before, input)
+    }
+
+    /// The invariants of the strict profile (`crate::invariants`), on the
+    /// spool before and after one flush connection.
+    fn check_strict_invariants(&self, before: &SpoolState, input: &[u8]) -> Result<(), Stop> {
+        if self.model.profile() != Profile::Strict {
+            return Ok(());
+        }
+        let violations = invariants::check_request(before, &self.model_state, input, self.now);
+        if violations.is_empty() {
+            return Ok(());
+        }
+        let differences = violations
+            .into_iter()
+            .map(|v| {
+                difference(
+                    &format!("strict invariant {}", v.invariant),
+                    v.what,
+                    "the same".into(),
+                )
+            })
+            .collect();
+        Err(Stop::Diverged(Box::new(self.report(differences))))
     }
 
     /// The whole spool, model against target.
