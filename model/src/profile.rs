@@ -147,7 +147,11 @@ mod tests {
             let mut model = crate::Model::new(&config, crate::Tables::default(), profile);
             let step = model.connect(&add_request(site, b"A1"), 0, &[]);
             let reply = crate::wire::status_reply(status.code());
-            assert!(step.exchange.output.ends_with(&reply), "{profile:?} {}", site.len());
+            assert!(
+                step.exchange.output.ends_with(&reply),
+                "{profile:?} {}",
+                site.len()
+            );
         }
     }
 
