@@ -4,7 +4,10 @@
 
 use std::io;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::RecvFlags;
 
 /// A client connection.
 pub trait Connection {
@@ -65,35 +68,72 @@ impl Connection for MemoryConnection {
 }
 
 /// A client on the flush server's UNIX-domain socket (`public/flush`).
+/// Its waits are `poll(2)` calls bounded by the read timeout, so that input
+/// already there is read at once and a timeout costs no socket option.
 #[derive(Debug)]
 pub struct UnixConnection {
     stream: UnixStream,
+    /// No bound when `None`.
+    read_timeout: Option<Duration>,
 }
 
 impl UnixConnection {
     pub fn new(stream: UnixStream) -> UnixConnection {
-        UnixConnection { stream }
+        UnixConnection {
+            stream,
+            read_timeout: None,
+        }
     }
-}
 
-/// How many bytes [`UnixConnection::wait_and_peek`] looks at: enough to
-/// tell a trigger (two bytes or fewer) from a request.
-const PEEK_LEN: usize = 64;
-
-impl Connection for UnixConnection {
-    fn wait_and_peek(&mut self) -> io::Result<usize> {
-        let mut buf = [0u8; PEEK_LEN];
+    /// Waits until input (or the peer's close) is there.
+    fn wait_readable(&self) -> io::Result<()> {
+        let deadline = self.read_timeout.map(|t| Instant::now() + t);
         loop {
-            match rustix::net::recv(&self.stream, &mut buf[..], rustix::net::RecvFlags::PEEK) {
-                Ok((waiting, _)) => return Ok(waiting),
-                Err(rustix::io::Errno::INTR) => continue,
+            let timeout = match deadline {
+                None => None,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "timeout waiting for input",
+                        ));
+                    }
+                    // A wait too long for a timespec goes a second at a time.
+                    Some(Timespec::try_from(left).unwrap_or(Timespec {
+                        tv_sec: 1,
+                        tv_nsec: 0,
+                    }))
+                }
+            };
+            let mut fds = [PollFd::new(&self.stream, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, timeout.as_ref()) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                Ok(_) => return Ok(()),
                 Err(e) => return Err(e.into()),
             }
         }
     }
+}
+
+impl Connection for UnixConnection {
+    fn wait_and_peek(&mut self) -> io::Result<usize> {
+        self.wait_readable()?;
+
+        // Count what is waiting without consuming it, as peekfd() does.
+        let waiting = rustix::io::ioctl_fionread(&self.stream)?;
+        Ok(usize::try_from(waiting).unwrap_or(usize::MAX))
+    }
 
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        io::Read::read(&mut self.stream, buf)
+        loop {
+            match rustix::net::recv(&self.stream, &mut *buf, RecvFlags::DONTWAIT) {
+                Ok((n, _)) => return Ok(n),
+                Err(rustix::io::Errno::AGAIN) => self.wait_readable()?,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -102,7 +142,8 @@ impl Connection for UnixConnection {
     }
 
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.stream.set_read_timeout(timeout)
+        self.read_timeout = timeout;
+        Ok(())
     }
 }
 

@@ -2,12 +2,14 @@
 //! place of Postfix's master and its flush(8) processes.
 //!
 //! One request per connection, many connections at once, as the master
-//! runs many flush processes. Each connection gets a thread of its own (up
-//! to a limit, like the master's process limit; more wait in the listen
-//! queue), a thread kept from an earlier connection when one is free,
-//! and every thread shares one [`FlushService`]: logfiles are serialised by
-//! `flock(2)`, so flushbed's connections, and a real Postfix's processes on
-//! the same spool, exclude each other exactly where Postfix's do.
+//! runs many flush processes. A pool of flush threads accepts on the one
+//! socket, each thread for itself as each flush process does, so that no
+//! connection is handed from thread to thread; the pool grows while every
+//! thread is busy, up to a limit like the master's process limit (more
+//! clients wait in the listen queue). Every thread shares one
+//! [`FlushService`]: logfiles are serialised by `flock(2)`, so flushbed's
+//! connections, and a real Postfix's processes on the same spool, exclude
+//! each other exactly where Postfix's do.
 //!
 //! - [`UnixConnection`]: a client on the socket, its waits for input
 //!   bounded by the profile's read timeout and cut short when the server
@@ -19,7 +21,9 @@
 //!   stops.
 //!
 //! Stopping: the server stops accepting and removes its socket, so that
-//! new clients are refused at once instead of waiting in the listen queue.
+//! new clients are refused at once. A client that had connected but was
+//! not yet accepted waits until the requests in progress are done, and
+//! then finds its connection closed unannounced.
 //! Every connection in progress finishes its request; one still waiting
 //! for its client's input gets [`STOP_GRACE`] more to send it, and then
 //! ends as after a read timeout: as the real server does then, a client
@@ -33,18 +37,18 @@
 //! [`FLUSH_PROCESS_DIED`]; the next connection is served as by the fresh
 //! process the master would start.
 
-use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use flushbed_vocab::{Profile, Trigger};
-use rustix::net::{AddressFamily, RecvFlags, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
 use tracing::{debug, error, info, warn};
 
 use crate::protocol;
@@ -72,10 +76,6 @@ pub const FLUSH_PROCESS_DIED: &str = "flush process died";
 
 /// How often blocked waits look at the shutdown flag.
 const POLL_SLICE: Duration = Duration::from_millis(100);
-
-/// How many bytes [`UnixConnection::wait_and_peek`] looks at: enough to
-/// tell a trigger (two bytes or fewer) from a request.
-const PEEK_LEN: usize = 64;
 
 /// The read timeout a profile gives a client, given `ipc_timeout`: the
 /// real server's for `postfix`, never more than [`STRICT_READ_TIMEOUT`]
@@ -118,6 +118,9 @@ type StopTime = Arc<OnceLock<Instant>>;
 /// input is bounded by the read timeout and ends [`STOP_GRACE`] after the
 /// server began to stop; either end is a timeout, which the protocol takes
 /// as the end of input (and Postfix's stream then writes no reply).
+///
+/// Waits are `poll(2)` calls, never socket options: input that is already
+/// there is read at once, and a connection costs no `setsockopt`.
 pub struct UnixConnection {
     stream: UnixStream,
     /// The server's bound.
@@ -130,28 +133,25 @@ pub struct UnixConnection {
 impl UnixConnection {
     /// A connection whose waits for input last at most `read_timeout`.
     pub fn new(stream: UnixStream, read_timeout: Duration) -> io::Result<UnixConnection> {
-        UnixConnection::serving(stream, read_timeout, Arc::default())
+        Ok(UnixConnection::serving(
+            stream,
+            read_timeout,
+            Arc::default(),
+        ))
     }
 
-    fn serving(
-        stream: UnixStream,
-        read_timeout: Duration,
-        stopping: StopTime,
-    ) -> io::Result<UnixConnection> {
-        // The reply is small, but a client that never reads must not hold
-        // a connection for ever either.
-        stream.set_write_timeout(Some(read_timeout.max(POLL_SLICE)))?;
-        Ok(UnixConnection {
+    fn serving(stream: UnixStream, read_timeout: Duration, stopping: StopTime) -> UnixConnection {
+        UnixConnection {
             stream,
             read_timeout,
             wait: read_timeout,
             stopping,
-        })
+        }
     }
 
     /// Waits until input (or the client's close) is there, as Postfix's
     /// `read_wait()` does, in slices so that a stop is seen.
-    fn wait_readable(&mut self) -> io::Result<()> {
+    fn wait_readable(&self) -> io::Result<()> {
         let deadline = Instant::now() + self.wait;
         loop {
             let now = Instant::now();
@@ -165,14 +165,47 @@ impl UnixConnection {
                 };
                 return Err(io::Error::new(io::ErrorKind::TimedOut, why));
             }
-            let slice = (until - now).min(POLL_SLICE).max(Duration::from_millis(1));
-            self.stream.set_read_timeout(Some(slice))?;
-            let mut probe = [0u8; 1];
-            match rustix::net::recv(&self.stream, &mut probe[..], RecvFlags::PEEK) {
-                Ok(_) => return Ok(()),
-                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
+            if self.poll(PollFlags::IN, (until - now).min(POLL_SLICE))? {
+                return Ok(());
             }
+        }
+    }
+
+    /// Waits until the client can take more of the reply, at most the read
+    /// timeout: a client that never reads must not hold a connection for
+    /// ever. A stop does not cut this short; the request is done by now.
+    fn wait_writable(&self) -> io::Result<()> {
+        let deadline = Instant::now() + self.read_timeout.max(POLL_SLICE);
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "timeout writing the reply",
+                ));
+            }
+            if self.poll(PollFlags::OUT, deadline - now)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One `poll(2)` of the socket for `events`; false when `slice` passed
+    /// first. Any event counts: a hang-up or an error is for the read or
+    /// the write that follows to report.
+    fn poll(&self, events: PollFlags, slice: Duration) -> io::Result<bool> {
+        // At least a millisecond, so that a wait never spins; a wait too
+        // long for a timespec goes a second at a time.
+        let slice = slice.max(Duration::from_millis(1));
+        let timeout = Timespec::try_from(slice).unwrap_or(Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        });
+        let mut fds = [PollFd::new(&self.stream, events)];
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(ready) => Ok(ready > 0),
+            Err(rustix::io::Errno::INTR) => Ok(false),
+            Err(e) => Err(e.into()),
         }
     }
 }
@@ -182,29 +215,35 @@ impl Connection for UnixConnection {
         self.wait_readable()?;
 
         // Count what is waiting without consuming it, as peekfd() does.
-        let mut buf = [0u8; PEEK_LEN];
+        let waiting = rustix::io::ioctl_fionread(&self.stream)?;
+        Ok(usize::try_from(waiting).unwrap_or(usize::MAX))
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Input already there is taken without a wait.
         loop {
-            match rustix::net::recv(&self.stream, &mut buf[..], RecvFlags::PEEK) {
-                Ok((waiting, _)) => return Ok(waiting),
+            match rustix::net::recv(&self.stream, &mut *buf, RecvFlags::DONTWAIT) {
+                Ok((n, _)) => return Ok(n),
+                Err(rustix::io::Errno::AGAIN) => self.wait_readable()?,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.wait_readable()?;
-        loop {
-            match self.stream.read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
+    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        // NOSIGNAL: a client gone before its reply is an error, not SIGPIPE.
+        let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+        while !buf.is_empty() {
+            match rustix::net::send(&self.stream, buf, flags) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(rustix::io::Errno::AGAIN) => self.wait_writable()?,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.stream.write_all(buf)?;
-        self.stream.flush()
+        Ok(())
     }
 
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
@@ -292,50 +331,100 @@ pub fn stop_on_signals(shutdown: &Arc<AtomicBool>) -> io::Result<()> {
     Ok(())
 }
 
-/// Counts connections in progress, so that accepting can pause at the
-/// limit and a stop can wait for them.
-#[derive(Default)]
-struct InFlight {
-    count: Mutex<usize>,
-    changed: Condvar,
+/// The flush threads, each accepting its own connections on the shared
+/// socket, as Postfix's flush processes do on the master's. A thread that
+/// has served a connection goes back to accepting: starting and ending a
+/// thread costs the machine more than an `add` does. The pool grows, as
+/// the master starts processes, only when the last thread waiting in
+/// `accept(2)` takes a connection, so there is one thread more than the
+/// connections served at once, never more than `max_connections` in all;
+/// beyond that, clients wait in the listen queue.
+struct Pool {
+    listener: UnixListener,
+    service: Arc<FlushService>,
+    read_timeout: Duration,
+    max_threads: usize,
+    stopping: StopTime,
+    /// Threads waiting in `accept(2)`, or started and about to.
+    idle: AtomicUsize,
+    /// Threads alive, counted under the lock so that a stop can wait for
+    /// the last one; changed only when one starts or ends.
+    threads: Mutex<usize>,
+    ended: Condvar,
 }
 
-impl InFlight {
-    /// Takes a slot if one is free within `wait`.
-    fn enter(&self, limit: usize, wait: Duration) -> bool {
-        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut count, _) = self
-            .changed
-            .wait_timeout_while(count, wait, |count| *count >= limit)
-            .unwrap_or_else(|e| e.into_inner());
-        if *count >= limit {
-            return false;
+impl Pool {
+    /// Starts one more flush thread, if the limit allows and the server
+    /// is not stopping. The thread counts as waiting from the start.
+    fn grow(self: &Arc<Pool>) -> io::Result<()> {
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        if *threads >= self.max_threads || self.stopping.get().is_some() {
+            return Ok(());
         }
-        *count += 1;
-        true
+        self.idle.fetch_add(1, Ordering::SeqCst);
+        let pool = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name("flush".to_string())
+            .spawn(move || pool.accept_and_serve());
+        match spawned {
+            Ok(_) => {
+                *threads += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.idle.fetch_sub(1, Ordering::SeqCst);
+                Err(e)
+            }
+        }
     }
 
-    fn leave(&self) {
-        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        *count = count.saturating_sub(1);
-        self.changed.notify_all();
+    /// A flush thread's life: accept, serve, and again, until the stop.
+    fn accept_and_serve(self: Arc<Pool>) {
+        while self.stopping.get().is_none() {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => {
+                    // Out of descriptors, say: wait rather than spin.
+                    warn!(error = %e, "accept failed");
+                    thread::sleep(POLL_SLICE);
+                    continue;
+                }
+            };
+
+            // The last thread waiting has taken a connection: start one to
+            // wait in its place.
+            if self.idle.fetch_sub(1, Ordering::SeqCst) == 1 {
+                if let Err(e) = self.grow() {
+                    warn!(error = %e, "cannot start a flush thread");
+                }
+            }
+            serve_one(&self.service, stream, self.read_timeout, &self.stopping);
+            self.idle.fetch_add(1, Ordering::SeqCst);
+        }
+
+        self.idle.fetch_sub(1, Ordering::SeqCst);
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        *threads -= 1;
+        self.ended.notify_all();
     }
 
-    fn wait_idle(&self) {
-        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        let _idle = self
-            .changed
-            .wait_while(count, |count| *count > 0)
+    /// Waits until every flush thread has ended.
+    fn wait_ended(&self) {
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let _none = self
+            .ended
+            .wait_while(threads, |threads| *threads > 0)
             .unwrap_or_else(|e| e.into_inner());
-    }
-}
-
-/// Gives back a connection's slot however its thread ends.
-struct Slot(Arc<InFlight>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.leave();
     }
 }
 
@@ -346,8 +435,6 @@ pub struct Server {
     socket_ino: u64,
     service: Arc<FlushService>,
     config: ServerConfig,
-    in_flight: Arc<InFlight>,
-    stopping: StopTime,
 }
 
 impl Server {
@@ -394,8 +481,6 @@ impl Server {
             socket_ino,
             service,
             config,
-            in_flight: Arc::default(),
-            stopping: Arc::default(),
         })
     }
 
@@ -407,52 +492,37 @@ impl Server {
     /// Serves connections until `shutdown` is raised, then stops: no new
     /// connection, the socket removed, every request in progress finished.
     pub fn run(self, shutdown: &AtomicBool) -> io::Result<()> {
-        let workers = Workers::new();
-        while !shutdown.load(Ordering::SeqCst) {
-            if !self
-                .in_flight
-                .enter(self.config.max_connections, POLL_SLICE)
-            {
-                continue;
-            }
-            let slot = Slot(Arc::clone(&self.in_flight));
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => {
-                    // Out of descriptors, say: wait rather than spin.
-                    warn!(socket = %self.config.socket_path.display(), error = %e, "accept failed");
-                    thread::sleep(POLL_SLICE);
-                    continue;
-                }
-            };
-            workers.hand_over(Job { stream, slot }, &self);
-        }
-
-        // New clients are refused from here on instead of waiting.
-        let _ = self.stopping.set(Instant::now());
-        info!(socket = %self.config.socket_path.display(), "stopping: finishing the requests in progress");
         let Server {
             listener,
             socket_ino,
+            service,
             config,
-            in_flight,
-            ..
         } = self;
-        drop(listener);
+        let pool = Arc::new(Pool {
+            listener,
+            service,
+            read_timeout: config.read_timeout,
+            // At least one thread, or nothing would ever be served.
+            max_threads: config.max_connections.max(1),
+            stopping: Arc::default(),
+            idle: AtomicUsize::new(0),
+            threads: Mutex::new(0),
+            ended: Condvar::new(),
+        });
+        pool.grow()?;
+
+        // The flush threads accept for themselves; this one only watches
+        // the flag, which a signal handler can do no more than raise.
+        while !shutdown.load(Ordering::SeqCst) {
+            thread::sleep(POLL_SLICE);
+        }
+
+        // New clients are refused from here on instead of waiting; threads
+        // in accept(2) see the stop within a slice and end.
+        let _ = pool.stopping.set(Instant::now());
+        info!(socket = %config.socket_path.display(), "stopping: finishing the requests in progress");
         remove_own_socket(&config.socket_path, socket_ino);
-        in_flight.wait_idle();
-        // Idle workers end once nobody can hand them a connection.
-        drop(workers);
+        pool.wait_ended();
         info!(socket = %config.socket_path.display(), "stopped");
         Ok(())
     }
@@ -470,114 +540,24 @@ fn remove_own_socket(path: &Path, ino: u64) {
     }
 }
 
-/// One accepted connection and the slot it holds until it is served.
-struct Job {
-    stream: UnixStream,
-    slot: Slot,
-}
+fn serve_one(service: &FlushService, stream: UnixStream, read_timeout: Duration, stop: &StopTime) {
+    let mut conn = UnixConnection::serving(stream, read_timeout, Arc::clone(stop));
 
-/// The threads that serve connections. A thread that has served one waits
-/// for the next instead of ending: starting and ending a thread costs the
-/// machine more than an `add` does. A connection goes to a waiting thread
-/// if there is one, and to a new thread otherwise; a thread counts as
-/// waiting before it gives back its connection's slot, so there are never
-/// more threads than connections served at once (`max_connections`).
-struct Workers {
-    queue: Arc<(Mutex<Queue>, Condvar)>,
-}
-
-#[derive(Default)]
-struct Queue {
-    jobs: VecDeque<Job>,
-    /// Threads waiting for a job, or woken for one not yet taken.
-    idle: usize,
-    /// The server has stopped: waiting threads end.
-    closed: bool,
-}
-
-impl Workers {
-    fn new() -> Workers {
-        Workers {
-            queue: Arc::default(),
-        }
-    }
-
-    fn hand_over(&self, job: Job, server: &Server) {
-        let (queue, ready) = &*self.queue;
-        let mut state = queue.lock().unwrap_or_else(|e| e.into_inner());
-        if state.idle > state.jobs.len() {
-            state.jobs.push_back(job);
-            drop(state);
-            ready.notify_one();
-            return;
-        }
-        drop(state);
-
-        let service = Arc::clone(&server.service);
-        let read_timeout = server.config.read_timeout;
-        let stopping = Arc::clone(&server.stopping);
-        let shared = Arc::clone(&self.queue);
-        let spawned = thread::Builder::new()
-            .name("flush".to_string())
-            .spawn(move || {
-                let mut next = Some(job);
-                while let Some(Job { stream, slot }) = next.take() {
-                    serve_one(&service, stream, read_timeout, Arc::clone(&stopping));
-                    next = wait_for_job(&shared, slot);
-                }
-            });
-        if let Err(e) = spawned {
-            warn!(error = %e, "cannot start a thread: connection dropped");
-        }
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        let (queue, ready) = &*self.queue;
-        queue.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
-        ready.notify_all();
-    }
-}
-
-/// A served thread waits for its next connection; none once the server
-/// has stopped.
-fn wait_for_job(shared: &(Mutex<Queue>, Condvar), slot: Slot) -> Option<Job> {
-    let (queue, ready) = shared;
-    let mut state = queue.lock().unwrap_or_else(|e| e.into_inner());
-    state.idle += 1;
-    // Only now may the accept loop take another connection in our place.
-    drop(slot);
-    loop {
-        if let Some(job) = state.jobs.pop_front() {
-            state.idle -= 1;
-            return Some(job);
-        }
-        if state.closed {
-            state.idle -= 1;
-            return None;
-        }
-        state = ready.wait(state).unwrap_or_else(|e| e.into_inner());
-    }
-}
-
-fn serve_one(service: &FlushService, stream: UnixStream, read_timeout: Duration, stop: StopTime) {
-    let mut conn = match UnixConnection::serving(stream, read_timeout, stop) {
-        Ok(conn) => conn,
-        Err(e) => {
-            warn!(error = %e, "cannot set up connection");
-            return;
-        }
-    };
-    match service.serve_connection(&mut conn) {
-        ConnectionEnd::Done => debug!("connection done"),
-        ConnectionEnd::Fatal(why) => error!(why = %why, "{}", FLUSH_PROCESS_DIED),
+    // A panic ends only its own connection, as a fatal error would.
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        service.serve_connection(&mut conn)
+    }));
+    match served {
+        Ok(ConnectionEnd::Done) => debug!("connection done"),
+        Ok(ConnectionEnd::Fatal(why)) => error!(why = %why, "{}", FLUSH_PROCESS_DIED),
+        Err(_) => error!(why = "panic", "{}", FLUSH_PROCESS_DIED),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     #[test]
     fn strict_never_waits_longer_than_its_bound() {
@@ -637,7 +617,7 @@ mod tests {
         let (_client, server) = UnixStream::pair().unwrap();
         let stop: StopTime = Arc::default();
         let mut conn =
-            UnixConnection::serving(server, Duration::from_secs(3600), Arc::clone(&stop)).unwrap();
+            UnixConnection::serving(server, Duration::from_secs(3600), Arc::clone(&stop));
         let _ = stop.set(Instant::now() - STOP_GRACE);
         let err = conn.read(&mut [0u8; 4]).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
@@ -645,6 +625,11 @@ mod tests {
 
     /// A server on a fresh spool, and the flag that stops it.
     fn serving(dir: &Path) -> (Server, Arc<AtomicBool>) {
+        serving_at_most(dir, DEFAULT_MAX_CONNECTIONS)
+    }
+
+    /// A server on a fresh spool serving at most `max_connections` at once.
+    fn serving_at_most(dir: &Path, max_connections: usize) -> (Server, Arc<AtomicBool>) {
         let mut main =
             flushbed_vocab::MainCf::parse("fast_flush_domains = example.com\n", "main.cf").unwrap();
         main.set("queue_directory", dir.to_str().unwrap());
@@ -657,11 +642,63 @@ mod tests {
         )
         .unwrap();
         let socket = dir.join("public/flush");
-        let server = Server::bind(
-            Arc::new(service),
-            ServerConfig::new(socket, Profile::Strict),
-        );
+        let config = ServerConfig {
+            max_connections,
+            ..ServerConfig::new(socket, Profile::Strict)
+        };
+        let server = Server::bind(Arc::new(service), config);
         (server.unwrap(), Arc::new(AtomicBool::new(false)))
+    }
+
+    #[test]
+    fn clients_beyond_the_connection_limit_wait_in_the_listen_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, shutdown) = serving_at_most(dir.path(), 2);
+        let socket = server.socket_path().to_path_buf();
+        let running = {
+            let shutdown = Arc::clone(&shutdown);
+            thread::spawn(move || server.run(&shutdown))
+        };
+        let announced = |client: &mut UnixStream| {
+            let mut announcement = [0u8; protocol::ANNOUNCEMENT.len()];
+            client.read_exact(&mut announcement).is_ok()
+        };
+
+        let mut first = UnixStream::connect(&socket).unwrap();
+        assert!(announced(&mut first));
+        let mut second = UnixStream::connect(&socket).unwrap();
+        assert!(announced(&mut second));
+        let mut third = UnixStream::connect(&socket).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        assert!(!announced(&mut third), "a third connection was served");
+
+        // The first one's end frees its thread for the one waiting.
+        first
+            .write_all(b"request\0add\0site\0example.com\0queue_id\0ID1\0\0")
+            .unwrap();
+        let mut reply = Vec::new();
+        first.read_to_end(&mut reply).unwrap();
+        assert!(reply.ends_with(b"status\x000\x00\x00"));
+        third
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(announced(&mut third));
+
+        shutdown.store(true, Ordering::SeqCst);
+        running.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_request_already_sent_is_read_whole_in_one_read() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let mut conn = UnixConnection::new(server, Duration::from_secs(1)).unwrap();
+        let request = b"request\0add\0site\0example.com\0queue_id\0ID1\0\0";
+        (&client).write_all(request).unwrap();
+        assert_eq!(conn.wait_and_peek().unwrap(), request.len());
+        let mut buf = [0u8; 4096];
+        assert_eq!(conn.read(&mut buf).unwrap(), request.len());
     }
 
     #[test]
