@@ -118,14 +118,31 @@ impl From<TargetArg> for TargetKind {
 struct BadInput(Vec<String>);
 
 fn main() -> ExitCode {
+    // Like any Unix filter, end quietly when the reader of our output goes
+    // away (`flushbed check | head`), instead of failing on a broken pipe.
+    // SAFETY: setting a signal's disposition to its default, before any
+    // thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+
+    let cli = Cli::parse();
+
+    // Quiet by default, as Postfix's own commands are; a server still says
+    // what went wrong. RUST_LOG asks for more.
+    let default = if matches!(cli.command, Cmd::Serve(_)) {
+        "warn"
+    } else {
+        "off"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::Check {
             paths,
@@ -229,7 +246,14 @@ fn check(
 ) -> anyhow::Result<Result<bool, BadInput>> {
     let scenarios = match load(paths)? {
         Ok(s) => s,
-        Err(bad) => return Ok(Err(bad)),
+        Err(bad) => {
+            // A machine reading JSON gets the errors as JSON too.
+            if let Format::Json = format {
+                let errors = serde_json::json!({ "errors": bad.0 });
+                println!("{}", serde_json::to_string_pretty(&errors)?);
+            }
+            return Ok(Err(bad));
+        }
     };
 
     let mut summary = Summary {

@@ -316,7 +316,7 @@ struct RawScenario {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    main_cf: Option<String>,
+    main_cf: Option<S<String>>,
     files: Option<BTreeMap<String, S<String>>>,
     hostname: Option<S<String>>,
 }
@@ -631,11 +631,10 @@ impl Reader<'_> {
 
     fn logfile_name(&self, value: &S<String>) -> Checked<String> {
         let name = value.get_ref();
-        let bad_part = |p: &str| p.is_empty() || p == "." || p == "..";
-        if name.split('/').any(bad_part) {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             return Err(self.error_at(
                 value.span().start,
-                "expected a logfile name: a file name in flush/".to_string(),
+                "expected a logfile name: a file name directly in flush/".to_string(),
             ));
         }
         Ok(name.clone())
@@ -721,8 +720,28 @@ impl Reader<'_> {
                         )
                     }
                 };
+                // A main.cf that Postfix would refuse is bad input, found
+                // here rather than half way through a run.
+                let main_cf = match c.main_cf {
+                    None => String::new(),
+                    Some(text) => {
+                        let env = flushbed_vocab::config::Environment {
+                            hostname: hostname.clone(),
+                            ..Default::default()
+                        };
+                        let checked = flushbed_vocab::MainCf::parse(text.get_ref(), "main_cf")
+                            .and_then(|m| flushbed_vocab::FlushConfig::from_main_cf(&m, &env));
+                        if let Err(e) = checked {
+                            return Err(self.error_at(
+                                text.span().start,
+                                format!("expected a main.cf Postfix accepts: {e}"),
+                            ));
+                        }
+                        text.into_inner()
+                    }
+                };
                 ConfigSpec {
-                    main_cf: c.main_cf.unwrap_or_default(),
+                    main_cf,
                     files,
                     hostname,
                 }
