@@ -11,8 +11,13 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-env-changed=FLUSHBED_ICU_VERSION");
     let version = env::var("FLUSHBED_ICU_VERSION").ok().or_else(|| {
-        let out = Command::new("pkg-config").args(["--modversion", "icu-uc"]).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        let out = Command::new("pkg-config")
+            .args(["--modversion", "icu-uc"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     });
     let Some(version) = version else {
         panic!(
@@ -21,7 +26,10 @@ fn main() {
         );
     };
     let major = version.split('.').next().unwrap_or_default().to_string();
-    if let Ok(out) = Command::new("pkg-config").args(["--libs-only-L", "icu-uc"]).output() {
+    if let Ok(out) = Command::new("pkg-config")
+        .args(["--libs-only-L", "icu-uc"])
+        .output()
+    {
         for dir in String::from_utf8_lossy(&out.stdout).split_whitespace() {
             if let Some(dir) = dir.strip_prefix("-L") {
                 println!("cargo:rustc-link-search=native={dir}");

@@ -10,7 +10,9 @@ use flushbed_sim::scenario;
 use flushbed_vocab::Profile;
 
 fn narration(file: &str, profile: Profile) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(file);
     let scenario = scenario::load(&path).expect("scenario loads");
     let mut trace = Vec::new();
     let result = lockstep::run_traced(&scenario, profile, TargetKind::Spool, Some(&mut trace));
@@ -40,7 +42,10 @@ fn narration_of_a_message_listed_in_two_logfiles() {
 
 #[test]
 fn narration_of_idna_site_names() {
-    insta::assert_snapshot!(narration("idna-maps-sites-to-their-ascii-form.toml", Profile::Postfix));
+    insta::assert_snapshot!(narration(
+        "idna-maps-sites-to-their-ascii-form.toml",
+        Profile::Postfix
+    ));
 }
 
 #[test]

@@ -79,7 +79,9 @@ impl std::fmt::Display for Uts46Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Uts46Error::Failure(code) => write!(f, "ICU error code {code}"),
-            Uts46Error::Errors(bits) => write!(f, "UTS #46 errors 0x{bits:x} ({})", error_names(*bits)),
+            Uts46Error::Errors(bits) => {
+                write!(f, "UTS #46 errors 0x{bits:x} ({})", error_names(*bits))
+            }
             Uts46Error::Empty => f.write_str("empty result"),
         }
     }
@@ -126,7 +128,10 @@ fn open(options: u32) -> Handle {
     let mut error = 0i32;
     // SAFETY: plain call into ICU with a valid out-pointer.
     let idna = unsafe { ffi::uidna_openUTS46(options, &mut error) };
-    assert!(error <= 0 && !idna.is_null(), "ICU uidna_openUTS46 failed: error {error}");
+    assert!(
+        error <= 0 && !idna.is_null(),
+        "ICU uidna_openUTS46 failed: error {error}"
+    );
     Handle(idna)
 }
 
@@ -195,7 +200,10 @@ fn case_map() -> &'static CaseMap {
         let mut error = 0i32;
         // SAFETY: an empty locale string and a valid out-pointer.
         let csm = unsafe { ffi::ucasemap_open(c"".as_ptr().cast(), 0, &mut error) };
-        assert!(error <= 0 && !csm.is_null(), "ICU ucasemap_open failed: error {error}");
+        assert!(
+            error <= 0 && !csm.is_null(),
+            "ICU ucasemap_open failed: error {error}"
+        );
         CaseMap(csm)
     })
 }
@@ -239,23 +247,38 @@ mod tests {
 
     #[test]
     fn non_transitional_keeps_sharp_s() {
-        assert_eq!(to_ascii("straße.example.com".as_bytes()).unwrap(), "xn--strae-oqa.example.com");
-        assert_eq!(to_ascii("Bücher.example.com".as_bytes()).unwrap(), "xn--bcher-kva.example.com");
+        assert_eq!(
+            to_ascii("straße.example.com".as_bytes()).unwrap(),
+            "xn--strae-oqa.example.com"
+        );
+        assert_eq!(
+            to_ascii("Bücher.example.com".as_bytes()).unwrap(),
+            "xn--bcher-kva.example.com"
+        );
     }
 
     #[test]
     fn idna2003_compatibility_is_transitional() {
-        assert_eq!(to_ascii_idna2003("straße.example.com".as_bytes()).unwrap(), "strasse.example.com");
+        assert_eq!(
+            to_ascii_idna2003("straße.example.com".as_bytes()).unwrap(),
+            "strasse.example.com"
+        );
     }
 
     #[test]
     fn ascii_is_lowercased_and_underscore_passes() {
-        assert_eq!(to_ascii(b"Under_Score.EXAMPLE.com").unwrap(), "under_score.example.com");
+        assert_eq!(
+            to_ascii(b"Under_Score.EXAMPLE.com").unwrap(),
+            "under_score.example.com"
+        );
     }
 
     #[test]
     fn hyphen_three_four_is_refused() {
-        assert!(matches!(to_ascii(b"ab--c.example"), Err(Uts46Error::Errors(_))));
+        assert!(matches!(
+            to_ascii(b"ab--c.example"),
+            Err(Uts46Error::Errors(_))
+        ));
         assert!(to_ascii(b"xn--bcher-kva.example").is_ok());
     }
 
@@ -270,7 +293,10 @@ mod tests {
 
     #[test]
     fn fold_case_is_full_unicode_folding() {
-        assert_eq!(fold_case("Straße.EXAMPLE".as_bytes()).unwrap(), "strasse.example");
+        assert_eq!(
+            fold_case("Straße.EXAMPLE".as_bytes()).unwrap(),
+            "strasse.example"
+        );
         assert_eq!(fold_case("ΣΊΣΥΦΟΣ".as_bytes()).unwrap(), "σίσυφοσ");
         assert_eq!(fold_case(b"\xff"), None);
     }

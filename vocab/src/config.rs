@@ -23,9 +23,17 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigError {
     #[error("{origin}:{line}: {why}")]
-    Syntax { origin: String, line: usize, why: String },
+    Syntax {
+        origin: String,
+        line: usize,
+        why: String,
+    },
     #[error("bad {name} value \"{value}\": {why}")]
-    BadValue { name: String, value: String, why: String },
+    BadValue {
+        name: String,
+        value: String,
+        why: String,
+    },
     #[error("expanding {name}: {why}")]
     Expansion { name: String, why: String },
 }
@@ -108,7 +116,10 @@ impl MainCf {
 
     /// `main.cf` text that sets exactly these parameters.
     pub fn to_text(&self) -> String {
-        self.params.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+        self.params
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect()
     }
 }
 
@@ -272,9 +283,13 @@ pub fn parse_time(name: &str, value: &str, default_unit: char) -> Result<i64, Co
     };
     let digits = value.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
-        return Err(bad("expected a number with an optional unit s, m, h, d or w"));
+        return Err(bad(
+            "expected a number with an optional unit s, m, h, d or w",
+        ));
     }
-    let number: i64 = value[..digits].parse().map_err(|_| bad("number out of range"))?;
+    let number: i64 = value[..digits]
+        .parse()
+        .map_err(|_| bad("number out of range"))?;
     let unit = value[digits..].chars().next().unwrap_or(default_unit);
     let multiplier = match unit {
         's' => 1,
@@ -284,7 +299,9 @@ pub fn parse_time(name: &str, value: &str, default_unit: char) -> Result<i64, Co
         'w' => 7 * 86400,
         _ => return Err(bad("unknown time unit: expected s, m, h, d or w")),
     };
-    let seconds = number.checked_mul(multiplier).ok_or_else(|| bad("number out of range"))?;
+    let seconds = number
+        .checked_mul(multiplier)
+        .ok_or_else(|| bad("number out of range"))?;
     if seconds < 1 {
         return Err(bad("must be at least 1 second"));
     }
@@ -361,10 +378,11 @@ impl Expander<'_> {
             };
             let (body, after) = match close {
                 Some(close) => {
-                    let end = matching_close(rest, close).ok_or_else(|| ConfigError::Expansion {
-                        name: owner.to_string(),
-                        why: format!("missing '{close}' in \"{text}\""),
-                    })?;
+                    let end =
+                        matching_close(rest, close).ok_or_else(|| ConfigError::Expansion {
+                            name: owner.to_string(),
+                            why: format!("missing '{close}' in \"{text}\""),
+                        })?;
                     (&rest[1..end], &rest[end + 1..])
                 }
                 None => {
@@ -423,7 +441,11 @@ impl FlushConfig {
     /// The effective configuration of a program that read this `main.cf`.
     pub fn from_main_cf(main: &MainCf, env: &Environment) -> Result<FlushConfig, ConfigError> {
         let level_text = main.get("compatibility_level").unwrap_or("0");
-        let probe = Expander { main, env, level: CompatibilityLevel::default() };
+        let probe = Expander {
+            main,
+            env,
+            level: CompatibilityLevel::default(),
+        };
         let level_text = probe.expand("compatibility_level", level_text, 0)?;
         let compatibility_level =
             CompatibilityLevel::parse(&level_text).ok_or_else(|| ConfigError::BadValue {
@@ -431,7 +453,11 @@ impl FlushConfig {
                 value: level_text.clone(),
                 why: "expected a level such as 0, 2 or 3.6".to_string(),
             })?;
-        let x = Expander { main, env, level: compatibility_level };
+        let x = Expander {
+            main,
+            env,
+            level: compatibility_level,
+        };
         let time = |name: &str, unit: char| -> Result<i64, ConfigError> {
             parse_time(name, &x.param(name)?, unit)
         };
@@ -483,13 +509,20 @@ impl FlushConfig {
     /// Whether `fast_flush_domains` uses the parent-domain style (the
     /// pattern `example.com` also matches `a.example.com`).
     pub fn fast_flush_parent_style(&self) -> bool {
-        self.parent_domain_matches_subdomains.iter().any(|n| n == "fast_flush_domains")
+        self.parent_domain_matches_subdomains
+            .iter()
+            .any(|n| n == "fast_flush_domains")
     }
 
     /// The expanded value of any parameter, for those few rules that need
     /// one not named above.
     pub fn param(&self, name: &str, env: &Environment) -> Result<String, ConfigError> {
-        Expander { main: &self.main_cf, env, level: self.compatibility_level }.param(name)
+        Expander {
+            main: &self.main_cf,
+            env,
+            level: self.compatibility_level,
+        }
+        .param(name)
     }
 }
 
@@ -498,14 +531,20 @@ mod tests {
     use super::*;
 
     fn config(text: &str) -> FlushConfig {
-        FlushConfig::from_main_cf(&MainCf::parse(text, "main.cf").unwrap(), &Environment::default())
-            .unwrap()
+        FlushConfig::from_main_cf(
+            &MainCf::parse(text, "main.cf").unwrap(),
+            &Environment::default(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn level_zero_relays_to_mydestination_and_turns_smtputf8_off() {
         let c = config("myhostname = mx.example.com\n");
-        assert_eq!(c.fast_flush_domains, "mx.example.com, localhost.example.com, localhost");
+        assert_eq!(
+            c.fast_flush_domains,
+            "mx.example.com, localhost.example.com, localhost"
+        );
         assert!(!c.smtputf8_enable);
         assert!(c.fast_flush_parent_style());
     }
@@ -532,7 +571,10 @@ mod tests {
         let c = config("fast_flush_domains = a.example,\n  b.example\n");
         assert_eq!(c.fast_flush_domains, "a.example, b.example");
         let err = MainCf::parse("# c\nbogus line\n", "main.cf").unwrap_err();
-        assert_eq!(err.to_string(), "main.cf:2: missing '=' after parameter name in \"bogus line\"");
+        assert_eq!(
+            err.to_string(),
+            "main.cf:2: missing '=' after parameter name in \"bogus line\""
+        );
     }
 
     #[test]

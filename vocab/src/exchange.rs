@@ -120,7 +120,9 @@ impl std::str::FromStr for Profile {
         match s {
             "postfix" => Ok(Profile::Postfix),
             "strict" => Ok(Profile::Strict),
-            other => Err(format!("unknown profile \"{other}\": expected postfix or strict")),
+            other => Err(format!(
+                "unknown profile \"{other}\": expected postfix or strict"
+            )),
         }
     }
 }

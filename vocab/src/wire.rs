@@ -44,7 +44,10 @@ pub fn add_request(site: &[u8], queue_id: &[u8]) -> Vec<u8> {
 
 /// `send_site` as `flush_send_site()` sends it.
 pub fn send_site_request(site: &[u8]) -> Vec<u8> {
-    attr_list(&[(ATTR_REQUEST.as_bytes(), REQ_SEND_SITE.as_bytes()), (ATTR_SITE.as_bytes(), site)])
+    attr_list(&[
+        (ATTR_REQUEST.as_bytes(), REQ_SEND_SITE.as_bytes()),
+        (ATTR_SITE.as_bytes(), site),
+    ])
 }
 
 /// `send_file` as `flush_send_file()` sends it.
@@ -76,6 +79,9 @@ mod tests {
 
     #[test]
     fn add_request_is_nul_separated_and_closed_by_an_empty_name() {
-        assert_eq!(add_request(b"example.com", b"ABC"), b"request\0add\0site\0example.com\0queue_id\0ABC\0\0");
+        assert_eq!(
+            add_request(b"example.com", b"ABC"),
+            b"request\0add\0site\0example.com\0queue_id\0ABC\0\0"
+        );
     }
 }
