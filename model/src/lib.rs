@@ -27,7 +27,9 @@
 
 use std::collections::BTreeMap;
 
-use flushbed_vocab::{Exchange, FlushConfig, Profile, QueueName, SpoolState, Time};
+use flushbed_vocab::{
+    Exchange, FlushConfig, LogfileState, Profile, QueueFileState, QueueName, SpoolState, Time,
+};
 
 pub mod client;
 pub mod domain_list;
@@ -41,6 +43,8 @@ pub mod wire;
 use domain_list::{DomainList, ListError};
 use service::{Connection, Times};
 use spool::{Hashing, Logfile, QueueFile, Spool};
+
+pub use spool::Changes;
 
 /// Files that `fast_flush_domains` may read: `/path` patterns and
 /// `texthash:/path` tables, by absolute path. A path that is absent cannot
@@ -188,6 +192,24 @@ impl Model {
     /// Everything observable, in the form the observer reads a real spool.
     pub fn observe(&self) -> SpoolState {
         self.spool.observe()
+    }
+
+    /// The logfiles and queue files that requests and the environment
+    /// changed since the last call (or since the model was made or
+    /// copied): what a lockstep must look at again after a step.
+    pub fn take_changes(&mut self) -> Changes {
+        self.spool.take_changes()
+    }
+
+    /// One logfile, as [`Model::observe`] renders it.
+    pub fn observe_logfile(&self, name: &str) -> Option<LogfileState> {
+        self.spool.observe_logfile(name)
+    }
+
+    /// One queue file, as [`Model::observe`] renders it: its path relative
+    /// to `queue_directory`, and its state.
+    pub fn observe_queue_file(&self, queue_id: &str) -> Option<(String, QueueFileState)> {
+        self.spool.observe_queue_file(queue_id)
     }
 }
 

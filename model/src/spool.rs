@@ -8,8 +8,14 @@
 //! newer format, with a `z` between time and inode number) hashes on its
 //! microseconds, re-encoded as five upper-case hex digits, as the short
 //! form would have them. A name shorter than the depth pads with `_`.
+//!
+//! The spool remembers which logfiles and queue files a request (or the
+//! environment) changed since it was last asked ([`Spool::take_changes`]),
+//! so that a lockstep can compare only those after a step instead of the
+//! whole spool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Deref;
 
 use flushbed_vocab::{LogfileState, QueueFileState, QueueName, SpoolState, Time};
 
@@ -112,23 +118,161 @@ pub struct QueueFile {
     pub mtime: Time,
 }
 
+/// The files of one kind, by name, remembering which names were changed.
+///
+/// Reading goes through [`Deref`] to the map; every change goes through
+/// [`Tracked::insert`], [`Tracked::remove`] or [`Tracked::get_mut`], and
+/// each marks the name, whether or not the value really changes.
+#[derive(Debug)]
+pub struct Tracked<V> {
+    files: BTreeMap<String, V>,
+    changed: BTreeSet<String>,
+    /// Every name counts as changed: a copy cannot tell what differs from
+    /// the spool that was last asked.
+    all: bool,
+}
+
+impl<V> Tracked<V> {
+    fn new() -> Tracked<V> {
+        Tracked {
+            files: BTreeMap::new(),
+            changed: BTreeSet::new(),
+            all: false,
+        }
+    }
+
+    fn mark(&mut self, name: &str) {
+        if !self.all && !self.changed.contains(name) {
+            self.changed.insert(name.to_string());
+        }
+    }
+
+    /// Puts a file under a name, replacing what was there.
+    pub fn insert(&mut self, name: String, value: V) -> Option<V> {
+        self.mark(&name);
+        self.files.insert(name, value)
+    }
+
+    /// Takes a file away.
+    pub fn remove(&mut self, name: &str) -> Option<V> {
+        if self.files.contains_key(name) {
+            self.mark(name);
+        }
+        self.files.remove(name)
+    }
+
+    /// A file to change in place.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut V> {
+        if self.files.contains_key(name) {
+            self.mark(name);
+        }
+        self.files.get_mut(name)
+    }
+
+    /// The names changed since the last call, or `None` when every name
+    /// may have changed.
+    fn take_changed(&mut self) -> Option<BTreeSet<String>> {
+        let changed = std::mem::take(&mut self.changed);
+        (!std::mem::take(&mut self.all)).then_some(changed)
+    }
+}
+
+impl<V> Deref for Tracked<V> {
+    type Target = BTreeMap<String, V>;
+    fn deref(&self) -> &BTreeMap<String, V> {
+        &self.files
+    }
+}
+
+impl<V: Clone> Clone for Tracked<V> {
+    /// A copy stands for a spool put in place wholesale (a snapshot
+    /// restored, a model forked): all of it counts as changed.
+    fn clone(&self) -> Tracked<V> {
+        Tracked {
+            files: self.files.clone(),
+            changed: BTreeSet::new(),
+            all: true,
+        }
+    }
+}
+
+impl<V: PartialEq> PartialEq for Tracked<V> {
+    fn eq(&self, other: &Tracked<V>) -> bool {
+        self.files == other.files
+    }
+}
+
+impl<V: Eq> Eq for Tracked<V> {}
+
+/// What changed in a spool since it was last asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Anything may have changed: the spool must be looked at whole.
+    pub all: bool,
+    /// Logfiles written, created, truncated, timed or removed, by name.
+    pub logfiles: BTreeSet<String>,
+    /// Queue files planted, moved, timed or removed, by queue ID.
+    pub queue_files: BTreeSet<String>,
+}
+
 /// The whole spool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spool {
     pub hashing: Hashing,
     /// By logfile name.
-    pub logfiles: BTreeMap<String, Logfile>,
+    pub logfiles: Tracked<Logfile>,
     /// By queue ID: a queue ID is in at most one queue.
-    pub queue_files: BTreeMap<String, QueueFile>,
+    pub queue_files: Tracked<QueueFile>,
 }
 
 impl Spool {
     pub fn new(hashing: Hashing) -> Spool {
         Spool {
             hashing,
-            logfiles: BTreeMap::new(),
-            queue_files: BTreeMap::new(),
+            logfiles: Tracked::new(),
+            queue_files: Tracked::new(),
         }
+    }
+
+    /// What changed since the last call (or since the spool was made or
+    /// copied); the next call starts afresh.
+    pub fn take_changes(&mut self) -> Changes {
+        let logfiles = self.logfiles.take_changed();
+        let queue_files = self.queue_files.take_changed();
+        match (logfiles, queue_files) {
+            (Some(logfiles), Some(queue_files)) => Changes {
+                all: false,
+                logfiles,
+                queue_files,
+            },
+            _ => Changes {
+                all: true,
+                ..Changes::default()
+            },
+        }
+    }
+
+    /// One logfile, as [`Spool::observe`] renders it.
+    pub fn observe_logfile(&self, name: &str) -> Option<LogfileState> {
+        self.logfiles.get(name).map(|log| LogfileState {
+            content: log.content.clone(),
+            mode: log.mode,
+            atime: log.atime,
+            mtime: log.mtime,
+        })
+    }
+
+    /// One queue file, as [`Spool::observe`] renders it: its path relative
+    /// to `queue_directory`, and its state.
+    pub fn observe_queue_file(&self, queue_id: &str) -> Option<(String, QueueFileState)> {
+        self.queue_files.get(queue_id).map(|file| {
+            let state = QueueFileState {
+                mode: file.mode,
+                atime: file.atime,
+                mtime: file.mtime,
+            };
+            (self.hashing.path(file.queue.dir(), queue_id), state)
+        })
     }
 
     /// Everything observable, with paths relative to `queue_directory`.
@@ -227,5 +371,76 @@ mod tests {
         assert!(!owner_may(0o400, true, true));
         assert!(owner_may(0o200, false, true));
         assert!(!owner_may(0o000, true, false));
+    }
+
+    fn spool_with_one_of_each() -> Spool {
+        let mut spool = Spool::new(default_hashing());
+        let log = Logfile {
+            content: b"A1\n".to_vec(),
+            mode: LOGFILE_MODE,
+            atime: 1,
+            mtime: 1,
+        };
+        spool.logfiles.insert("example_com".to_string(), log);
+        let file = QueueFile {
+            queue: QueueName::Deferred,
+            mode: MODE_READY,
+            atime: 1,
+            mtime: 1,
+        };
+        spool.queue_files.insert("A1".to_string(), file);
+        spool
+    }
+
+    #[test]
+    fn every_change_marks_its_name_until_the_changes_are_taken() {
+        let mut spool = spool_with_one_of_each();
+        let first = spool.take_changes();
+        assert!(!first.all);
+        assert_eq!(first.logfiles, BTreeSet::from(["example_com".to_string()]));
+        assert_eq!(first.queue_files, BTreeSet::from(["A1".to_string()]));
+        assert_eq!(spool.take_changes(), Changes::default());
+
+        if let Some(file) = spool.queue_files.get_mut("A1") {
+            file.queue = QueueName::Incoming;
+        }
+        spool.logfiles.remove("example_com");
+        let second = spool.take_changes();
+        assert_eq!(second.logfiles, BTreeSet::from(["example_com".to_string()]));
+        assert_eq!(second.queue_files, BTreeSet::from(["A1".to_string()]));
+    }
+
+    #[test]
+    fn reading_and_touching_missing_files_mark_nothing() {
+        let mut spool = spool_with_one_of_each();
+        spool.take_changes();
+        assert!(spool.logfiles.contains_key("example_com"));
+        assert!(spool.queue_files.get_mut("B2").is_none());
+        assert!(spool.logfiles.remove("other_com").is_none());
+        assert_eq!(spool.take_changes(), Changes::default());
+    }
+
+    #[test]
+    fn a_copied_spool_counts_as_changed_everywhere() {
+        let mut spool = spool_with_one_of_each();
+        spool.take_changes();
+        let mut copy = spool.clone();
+        assert_eq!(copy, spool);
+        assert!(copy.take_changes().all);
+        assert!(!copy.take_changes().all);
+    }
+
+    #[test]
+    fn one_file_is_rendered_as_the_whole_spool_renders_it() {
+        let spool = spool_with_one_of_each();
+        let whole = spool.observe();
+        let (path, state) = spool.observe_queue_file("A1").unwrap();
+        assert_eq!(whole.queue_files[&path], state);
+        assert_eq!(path, "deferred/A/A1");
+        assert_eq!(
+            spool.observe_logfile("example_com").as_ref(),
+            whole.logfiles.get("example_com")
+        );
+        assert_eq!(spool.observe_logfile("other_com"), None);
     }
 }

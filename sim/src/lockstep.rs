@@ -17,13 +17,23 @@
 //! - the whole spool: every logfile's bytes, mode, atime and mtime, and
 //!   every queue file's path, mode, atime and mtime.
 //!
+//! The spool is compared where it can have changed: the files the model's
+//! spool marks as changed by the step, together with every path the
+//! target's file layer named (a target that records them, the spool
+//! target); the two spools agreed before the step, so the rest still
+//! agrees. A file the target changed where no rule says it should is among
+//! the paths its file layer named, so it is compared all the same. The
+//! whole spool is compared after the setup, after every
+//! [`WHOLE_COMPARISON_EVERY`]th event and after the last one, and after
+//! every step against a target that cannot say what it touched.
+//!
 //! The model is the reference: the queue manager reads where files are from
 //! the model's spool, and the triggers it acts on are the model's (they
 //! have just been found equal to the target's). An event's own `expect`
 //! table is checked against the model after the event; an unmet expectation
 //! stops the run like a divergence, naming the expectation.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use anyhow::Context;
 use flushbed_model::client::{Client, EtrnSession};
@@ -34,6 +44,7 @@ use serde::Serialize;
 use crate::clients::{self, Begun, ClientResult, Command};
 use crate::escape;
 use crate::invariants;
+use crate::observe::{Partial, Paths};
 use crate::qmgr::{Message, QmgrTimers, QueueManager, World};
 use crate::scenario::{Action, Event, Expect, ExpectedStatus, ExpectedTimes, Scenario, Wakeup};
 use crate::target::{SpoolTarget, Target};
@@ -41,6 +52,11 @@ use crate::target::{SpoolTarget, Target};
 /// What the flush server writes when a client connects, before anything
 /// else: the protocol announcement.
 pub const ANNOUNCEMENT: &[u8] = b"protocol\0queue_flush_protocol\0\0";
+
+/// Between the steps' comparisons of what changed, the whole spool is
+/// compared after every this many events (and after the last), so that a
+/// change neither side accounted for cannot go unseen for long.
+pub const WHOLE_COMPARISON_EVERY: usize = 16;
 
 /// The kinds of target the runner can build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -379,7 +395,15 @@ struct Run<'a> {
     pending: VecDeque<Vec<Trigger>>,
     /// The queue manager is out of its slot, acting.
     qmgr_busy: bool,
+    /// The model's spool as last compared (and so the target's too).
     model_state: SpoolState,
+    /// The model's spool as compared before the last flush connection, for
+    /// the strict invariants.
+    before_state: SpoolState,
+    /// Where each queue file of `model_state` is, by queue ID.
+    model_paths: HashMap<String, String>,
+    /// Events since the whole spool was last compared.
+    since_whole: usize,
     now: Time,
     wakeup: WakeupTimer,
     event: Option<&'a Event>,
@@ -422,6 +446,7 @@ impl<'a> Run<'a> {
             )
         });
         let model_state = model.observe();
+        let before_state = model_state.clone();
         Ok(Run {
             scenario,
             target,
@@ -431,6 +456,9 @@ impl<'a> Run<'a> {
             pending: VecDeque::new(),
             qmgr_busy: false,
             model_state,
+            before_state,
+            model_paths: HashMap::new(),
+            since_whole: 0,
             now: scenario.start,
             wakeup: WakeupTimer::new(scenario.sim.flush_wakeup, scenario.start),
             event: None,
@@ -461,6 +489,18 @@ impl<'a> Run<'a> {
             let primary = self.perform(&event.action)?;
             if let Some(expect) = &event.expect {
                 self.check_expectations(expect, &primary)?;
+            }
+            self.since_whole += 1;
+            let last = self.events_run + 1 == scenario.events.len();
+            if self.since_whole == WHOLE_COMPARISON_EVERY || last {
+                let saved = std::mem::replace(
+                    &mut self.step,
+                    StepKind::Spool("the whole comparison of the spool after the event".into()),
+                );
+                if self.compare_whole()? {
+                    self.settle(None);
+                }
+                self.step = saved;
             }
             self.events_run += 1;
             if self.tracing {
@@ -496,7 +536,8 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        self.compare_spool()?;
+        self.compare_whole()?;
+        self.settle(None);
         if self.tracing {
             let lines = std::mem::take(&mut self.lines);
             self.trace.push(TraceEvent {
@@ -702,7 +743,7 @@ impl<'a> Run<'a> {
                 primary.client = Some(result);
             }
             Begun::Send { request, pending } => {
-                let order = self.target.flush_dir_order()?;
+                let order = self.dir_order(&request)?;
                 let step = self.model.connect(&request, self.now, &order);
                 let got = self.target.connect(&request, self.now)?;
                 self.after_connection(&request, &step, &got, "client request")?;
@@ -748,7 +789,7 @@ impl<'a> Run<'a> {
 
     /// One connection to both sides, compared.
     fn exchange(&mut self, input: &[u8], label: &str) -> Result<Exchange, Stop> {
-        let order = self.target.flush_dir_order()?;
+        let order = self.dir_order(input)?;
         let step = self.model.connect(input, self.now, &order);
         let got = self.target.connect(input, self.now)?;
         self.after_connection(input, &step, &got, label)?;
@@ -781,17 +822,30 @@ impl<'a> Run<'a> {
         if !differences.is_empty() {
             return Err(Stop::Diverged(Box::new(self.report(differences))));
         }
-        let before = self.model_state.clone();
-        self.compare_spool()?;
-        self.check_strict_invariants(&before, input)
+        let compared = self.compare_changed()?;
+        self.check_strict_invariants(input)?;
+        self.settle(compared);
+        Ok(())
+    }
+
+    /// The entries of `flush/` in the target's order, for a request that
+    /// walks them (a refresh, a purge, a trigger); the model reads the
+    /// order for nothing else, so other requests are spared the listing.
+    fn dir_order(&mut self, input: &[u8]) -> anyhow::Result<Vec<String>> {
+        if order_free(input) {
+            self.target.flush_dir_order()
+        } else {
+            Ok(Vec::new())
+        }
     }
 
     /// The invariants of the strict profile (`crate::invariants`), on the
     /// spool before and after one flush connection.
-    fn check_strict_invariants(&self, before: &SpoolState, input: &[u8]) -> Result<(), Stop> {
+    fn check_strict_invariants(&self, input: &[u8]) -> Result<(), Stop> {
         if self.model.profile() != Profile::Strict {
             return Ok(());
         }
+        let before = &self.before_state;
         let violations = invariants::check_request(before, &self.model_state, input, self.now);
         if violations.is_empty() {
             return Ok(());
@@ -809,8 +863,51 @@ impl<'a> Run<'a> {
         Err(Stop::Diverged(Box::new(self.report(differences))))
     }
 
-    /// The whole spool, model against target.
+    /// The spool, model against target, after a step.
     fn compare_spool(&mut self) -> Result<(), Stop> {
+        let compared = self.compare_changed()?;
+        self.settle(compared);
+        Ok(())
+    }
+
+    /// Compares what the step can have changed, or the whole spool when
+    /// either side cannot tell; says which files were compared (`None`:
+    /// all of them).
+    fn compare_changed(&mut self) -> Result<Option<Paths>, Stop> {
+        let changes = self.model.take_changes();
+        if !changes.all {
+            let mut also = Paths {
+                logfiles: changes.logfiles,
+                queue_files: Default::default(),
+            };
+
+            // A queue file the model moved is compared where it was and
+            // where it is.
+            for queue_id in &changes.queue_files {
+                if let Some(path) = self.model_paths.get(queue_id) {
+                    also.queue_files.insert(path.clone());
+                }
+                if let Some((path, _)) = self.model.observe_queue_file(queue_id) {
+                    also.queue_files.insert(path);
+                }
+            }
+            let seen = self
+                .target
+                .observe_changed(&also)
+                .context("observing the target's spool")?;
+            if let Some(seen) = seen {
+                return self.compare_partial(seen).map(Some);
+            }
+        }
+        let changed = self.compare_whole()?;
+        Ok((!changed).then(Paths::default))
+    }
+
+    /// The whole spool, model against target; says whether the model's
+    /// spool differs from the one last compared.
+    fn compare_whole(&mut self) -> Result<bool, Stop> {
+        self.since_whole = 0;
+        self.model.take_changes();
         let model = self.model.observe();
         let target = self
             .target
@@ -820,8 +917,104 @@ impl<'a> Run<'a> {
             let differences = compare_spools(&model, &target, self.scenario.start);
             return Err(Stop::Diverged(Box::new(self.report(differences))));
         }
+        if model == self.model_state {
+            return Ok(false);
+        }
+        self.model_paths = model
+            .queue_files
+            .keys()
+            .map(|path| (queue_id_of(path).to_string(), path.clone()))
+            .collect();
         self.model_state = model;
-        Ok(())
+        Ok(true)
+    }
+
+    /// The files the target saw, each against the model's, and the model's
+    /// spool brought up to date there; says which files were compared.
+    fn compare_partial(&mut self, seen: Partial) -> Result<Paths, Stop> {
+        let mut compared = Paths::default();
+        let mut model_side = SpoolState::default();
+        let mut target_side = SpoolState::default();
+        let mut differ = false;
+        for (name, target) in seen.logfiles {
+            let model = self.model.observe_logfile(&name);
+            differ |= model != target;
+            if let Some(model) = model {
+                model_side.logfiles.insert(name.clone(), model);
+            }
+            if let Some(target) = target {
+                target_side.logfiles.insert(name.clone(), target);
+            }
+            compared.logfiles.insert(name);
+        }
+        for (path, target) in seen.queue_files {
+            let model = self
+                .model
+                .observe_queue_file(queue_id_of(&path))
+                .filter(|(at, _)| *at == path)
+                .map(|(_, state)| state);
+            differ |= model != target;
+            if let Some(model) = model {
+                model_side.queue_files.insert(path.clone(), model);
+            }
+            if let Some(target) = target {
+                target_side.queue_files.insert(path.clone(), target);
+            }
+            compared.queue_files.insert(path);
+        }
+        if differ {
+            let differences = compare_spools(&model_side, &target_side, self.scenario.start);
+            return Err(Stop::Diverged(Box::new(self.report(differences))));
+        }
+
+        // Where the two agree, the model's side is the spool now.
+        for name in &compared.logfiles {
+            match model_side.logfiles.remove(name) {
+                Some(state) => self.model_state.logfiles.insert(name.clone(), state),
+                None => self.model_state.logfiles.remove(name),
+            };
+        }
+        for path in &compared.queue_files {
+            let queue_id = queue_id_of(path);
+            match model_side.queue_files.remove(path) {
+                Some(state) => {
+                    self.model_state.queue_files.insert(path.clone(), state);
+                    self.model_paths.insert(queue_id.to_string(), path.clone());
+                }
+                None => {
+                    self.model_state.queue_files.remove(path);
+                    if self.model_paths.get(queue_id) == Some(path) {
+                        self.model_paths.remove(queue_id);
+                    }
+                }
+            }
+        }
+        debug_assert_eq!(
+            self.model_state,
+            self.model.observe(),
+            "the model's spool kept step by step"
+        );
+        Ok(compared)
+    }
+
+    /// The spool before the next flush connection is the one just compared.
+    fn settle(&mut self, compared: Option<Paths>) {
+        let Some(compared) = compared else {
+            self.before_state = self.model_state.clone();
+            return;
+        };
+        for name in compared.logfiles {
+            match self.model_state.logfiles.get(&name) {
+                Some(state) => self.before_state.logfiles.insert(name, state.clone()),
+                None => self.before_state.logfiles.remove(&name),
+            };
+        }
+        for path in compared.queue_files {
+            match self.model_state.queue_files.get(&path) {
+                Some(state) => self.before_state.queue_files.insert(path, *state),
+                None => self.before_state.queue_files.remove(&path),
+            };
+        }
     }
 
     fn put_both(
@@ -1154,6 +1347,11 @@ fn order_free(input: &[u8]) -> bool {
     input.len() <= 2
         || input.starts_with(b"request\0rfrsh\0")
         || input.starts_with(b"request\0purge\0")
+}
+
+/// The queue ID a queue file's path ends in.
+fn queue_id_of(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 fn sorted(mut triggers: Vec<Trigger>) -> Vec<Trigger> {
@@ -1535,5 +1733,149 @@ mod tests {
         assert_eq!(w.next, Some(1050));
         assert_eq!(WakeupTimer::new(Wakeup::Every(30), 100).next, Some(130));
         assert_eq!(WakeupTimer::new(Wakeup::Never, 100).next, None);
+    }
+
+    /// How a [`Sabotaged`] target goes wrong.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Sabotage {
+        /// A logfile no rule asked for, written through the file layer.
+        ThroughTheFileLayer,
+        /// The same logfile, written behind the file layer's back.
+        BehindTheFileLayer,
+    }
+
+    /// A spool target that writes a stray logfile after its third
+    /// connection, and perhaps cannot say what it touched.
+    struct Sabotaged {
+        inner: SpoolTarget,
+        how: Sabotage,
+        reports_touched: bool,
+        connections: usize,
+    }
+
+    impl Target for Sabotaged {
+        fn name(&self) -> String {
+            self.inner.name()
+        }
+        fn profile(&self) -> Profile {
+            self.inner.profile()
+        }
+        fn config(&self) -> &flushbed_vocab::FlushConfig {
+            self.inner.config()
+        }
+        fn connect(&mut self, input: &[u8], now: Time) -> anyhow::Result<Exchange> {
+            let exchange = self.inner.connect(input, now)?;
+            self.connections += 1;
+            if self.connections == 3 {
+                match self.how {
+                    Sabotage::ThroughTheFileLayer => {
+                        self.inner
+                            .write_logfile("stray_example", b"X1\n", 0o600, now, now)?
+                    }
+                    Sabotage::BehindTheFileLayer => {
+                        std::fs::write(self.inner.queue_dir().join("flush/stray_example"), b"X1\n")?
+                    }
+                }
+            }
+            Ok(exchange)
+        }
+        fn plant_queue_file(
+            &mut self,
+            queue_id: &str,
+            queue: QueueName,
+            mode: u32,
+            atime: Time,
+            mtime: Time,
+        ) -> anyhow::Result<()> {
+            self.inner
+                .plant_queue_file(queue_id, queue, mode, atime, mtime)
+        }
+        fn remove_queue_file(&mut self, queue_id: &str) -> anyhow::Result<()> {
+            self.inner.remove_queue_file(queue_id)
+        }
+        fn write_logfile(
+            &mut self,
+            name: &str,
+            content: &[u8],
+            mode: u32,
+            atime: Time,
+            mtime: Time,
+        ) -> anyhow::Result<()> {
+            self.inner.write_logfile(name, content, mode, atime, mtime)
+        }
+        fn remove_logfile(&mut self, name: &str) -> anyhow::Result<()> {
+            self.inner.remove_logfile(name)
+        }
+        fn observe(&mut self) -> anyhow::Result<SpoolState> {
+            self.inner.observe()
+        }
+        fn flush_dir_order(&mut self) -> anyhow::Result<Vec<String>> {
+            self.inner.flush_dir_order()
+        }
+        fn observe_changed(&mut self, also: &Paths) -> anyhow::Result<Option<Partial>> {
+            if self.reports_touched {
+                self.inner.observe_changed(also)
+            } else {
+                Ok(None)
+            }
+        }
+    }
+
+    /// Twenty adds, a second apart.
+    fn twenty_adds() -> Scenario {
+        let mut text = String::from(
+            "[scenario]\nsummary = \"adds\"\nprofiles = [\"strict\"]\n\
+             [config]\nmain_cf = \"fast_flush_domains = example.com\\n\"\n\
+             [sim]\nqueue_manager = false\nflush_wakeup = \"0\"\n",
+        );
+        for n in 0..20 {
+            text.push_str(&format!(
+                "[[event]]\ndo = \"add\"\nsite = \"example.com\"\nqueue_id = \"A{n}\"\nafter = \"1s\"\n"
+            ));
+        }
+        crate::scenario::parse(&text, "twenty-adds.toml").unwrap()
+    }
+
+    /// Where a sabotaged run diverged: the event and the step.
+    fn diverged_at(how: Sabotage, reports_touched: bool) -> (usize, String, Vec<String>) {
+        let scenario = twenty_adds();
+        let inner = SpoolTarget::new(&scenario.config, Profile::Strict).unwrap();
+        let mut target = Sabotaged {
+            inner,
+            how,
+            reports_touched,
+            connections: 0,
+        };
+        match run_against(&scenario, &mut target, None).outcome {
+            Outcome::Diverged(report) => (
+                report.event.map_or(0, |e| e.index),
+                report.step,
+                report.differences.into_iter().map(|d| d.field).collect(),
+            ),
+            other => panic!("the sabotage went unseen: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_the_target_touched_unasked_is_caught_at_that_step() {
+        let (event, step, fields) = diverged_at(Sabotage::ThroughTheFileLayer, true);
+        assert_eq!(event, 3);
+        assert_eq!(step, "the event's flush request");
+        assert_eq!(fields, vec!["logfile stray_example".to_string()]);
+    }
+
+    #[test]
+    fn a_file_changed_behind_the_file_layer_is_caught_by_the_whole_comparison() {
+        let (event, step, fields) = diverged_at(Sabotage::BehindTheFileLayer, true);
+        assert_eq!(event, WHOLE_COMPARISON_EVERY);
+        assert_eq!(step, "the whole comparison of the spool after the event");
+        assert_eq!(fields, vec!["logfile stray_example".to_string()]);
+    }
+
+    #[test]
+    fn a_target_that_cannot_say_what_it_touched_is_compared_whole_at_every_step() {
+        let (event, step, _) = diverged_at(Sabotage::BehindTheFileLayer, false);
+        assert_eq!(event, 3);
+        assert_eq!(step, "the event's flush request");
     }
 }

@@ -3,16 +3,23 @@
 //!
 //! A target owns its spool and its configuration directory; the runner
 //! gives the model the very configuration the target's server read
-//! ([`Target::config`]), so that both sides see the same paths. Only the
-//! in-process [`SpoolTarget`] exists so far; a socket server or a real
-//! Postfix fits behind the same trait.
+//! ([`Target::config`]), so that both sides see the same paths. The
+//! in-process [`SpoolTarget`] is here; a socket server and a real Postfix
+//! are in the submodules.
+//!
+//! After each step the runner compares what may have changed. A target
+//! that can say which files it touched ([`Target::observe_changed`]: the
+//! spool target, whose file layer records every path it names) is looked
+//! at only there; any other is observed whole.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use flushbed_impl::{ConnectionEnd, FlushService, ManualClock, MemoryConnection, RecordingSink};
+use flushbed_impl::{
+    ConnectionEnd, FlushService, ManualClock, MemoryConnection, RealFs, RecordingSink,
+};
 use flushbed_vocab::config::Environment;
 use flushbed_vocab::{Exchange, FlushConfig, MainCf, Profile, QueueName, SpoolState, Time};
 
@@ -22,6 +29,9 @@ use crate::scenario::ConfigSpec;
 pub mod live;
 pub mod postfix;
 pub mod serve;
+pub mod touched;
+
+use touched::{TouchedFs, TouchedLog};
 
 /// A flush server under test, with the spool it works on.
 pub trait Target {
@@ -72,6 +82,18 @@ pub trait Target {
     /// The entries of `flush/` in the order the target's directory scan
     /// returns them.
     fn flush_dir_order(&mut self) -> anyhow::Result<Vec<String>>;
+
+    /// What may have changed since the spool was last observed: the files
+    /// the target touched since then, and those at `also`, as they are
+    /// now. `None` when the target cannot tell what it touched (a server in
+    /// another process); the runner then observes the whole spool.
+    fn observe_changed(
+        &mut self,
+        also: &observe::Paths,
+    ) -> anyhow::Result<Option<observe::Partial>> {
+        let _ = also;
+        Ok(None)
+    }
 }
 
 /// The in-process target: flushbed's implementation, called directly, on a
@@ -86,7 +108,10 @@ pub struct SpoolTarget {
     profile: Profile,
     clock: ManualClock,
     sink: RecordingSink,
-    service: FlushService,
+    /// Every path the service's file layer named since the spool was last
+    /// observed.
+    touched: TouchedLog,
+    service: FlushService<TouchedFs<RealFs>>,
     #[cfg(feature = "planted-bugs")]
     bug: Option<flushbed_impl::PlantedBug>,
 }
@@ -135,13 +160,15 @@ impl SpoolTarget {
 
         let clock = ManualClock::new(0);
         let sink = RecordingSink::default();
-        let service = start_service(&flush_config, profile, &clock, &sink)?;
+        let touched = TouchedLog::default();
+        let service = start_service(&flush_config, profile, &clock, &sink, &touched)?;
         Ok(SpoolTarget {
             root,
             config: flush_config,
             profile,
             clock,
             sink,
+            touched,
             service,
             #[cfg(feature = "planted-bugs")]
             bug: None,
@@ -167,8 +194,10 @@ fn start_service(
     profile: Profile,
     clock: &ManualClock,
     sink: &RecordingSink,
-) -> anyhow::Result<FlushService> {
-    let service = FlushService::new(
+    touched: &TouchedLog,
+) -> anyhow::Result<FlushService<TouchedFs<RealFs>>> {
+    let service = FlushService::with_fs(
+        TouchedFs::new(RealFs, touched.clone()),
         config,
         profile,
         Arc::new(clock.clone()),
@@ -206,7 +235,13 @@ impl Target for SpoolTarget {
             tracing::debug!(target_name = "spool", why = %why, "flush process died; starting a fresh one");
 
             // The master starts a fresh process for the next connection.
-            self.service = start_service(&self.config, self.profile, &self.clock, &self.sink)?;
+            self.service = start_service(
+                &self.config,
+                self.profile,
+                &self.clock,
+                &self.sink,
+                &self.touched,
+            )?;
             #[cfg(feature = "planted-bugs")]
             if let Some(bug) = self.bug {
                 self.service.plant_bug(bug);
@@ -262,10 +297,20 @@ impl Target for SpoolTarget {
     }
 
     fn observe(&mut self) -> anyhow::Result<SpoolState> {
+        // A whole look covers whatever was touched before it.
+        self.touched.take();
         Ok(observe::observe(&self.queue_dir())?)
     }
 
     fn flush_dir_order(&mut self) -> anyhow::Result<Vec<String>> {
         Ok(observe::flush_dir_order(&self.queue_dir())?)
+    }
+
+    fn observe_changed(
+        &mut self,
+        also: &observe::Paths,
+    ) -> anyhow::Result<Option<observe::Partial>> {
+        let touched = self.touched.take();
+        Ok(observe::observe_touched(&self.queue_dir(), &touched, also)?)
     }
 }
