@@ -59,11 +59,14 @@ pub fn decode(text: &str) -> Result<Vec<u8>, EscapeError> {
 /// escaped, so that `decode(&encode(b)) == b`.
 pub fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
+    for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'\n' => out.push_str("\\n"),
             b'\r' => out.push_str("\\r"),
             b'\t' => out.push_str("\\t"),
+            // `\00` would read to a person as one escape: before a digit,
+            // a NUL is written in full.
+            0 if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => out.push_str("\\x00"),
             0 => out.push_str("\\0"),
             b'\\' => out.push_str("\\\\"),
             0x20..=0x7e => out.push(b as char),
@@ -76,6 +79,12 @@ pub fn encode(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nul_before_a_digit_is_written_in_full() {
+        assert_eq!(encode(b"status\x000\x00\x00"), r"status\x000\0\0");
+        assert_eq!(decode(&encode(b"status\x000\x00\x00")).unwrap(), b"status\x000\x00\x00");
+    }
 
     #[test]
     fn every_escape_decodes_to_its_byte() {

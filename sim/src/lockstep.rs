@@ -1672,8 +1672,8 @@ mod tests {
             d[0],
             difference(
                 "output",
-                r"'status\00\0\0'".into(),
-                r"'status\04\0\0'".into()
+                r"'status\x000\0\0'".into(),
+                r"'status\x004\0\0'".into()
             )
         );
         assert_eq!(d[1].field, "died");
