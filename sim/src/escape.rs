@@ -83,7 +83,10 @@ mod tests {
     #[test]
     fn a_nul_before_a_digit_is_written_in_full() {
         assert_eq!(encode(b"status\x000\x00\x00"), r"status\x000\0\0");
-        assert_eq!(decode(&encode(b"status\x000\x00\x00")).unwrap(), b"status\x000\x00\x00");
+        assert_eq!(
+            decode(&encode(b"status\x000\x00\x00")).unwrap(),
+            b"status\x000\x00\x00"
+        );
     }
 
     #[test]
