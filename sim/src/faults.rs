@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -37,8 +37,7 @@ use flushbed_impl::{
 use flushbed_model::client::Client;
 use flushbed_model::faults::{self as model_faults, Fault};
 use flushbed_model::{Model, Tables};
-use flushbed_vocab::config::Environment;
-use flushbed_vocab::{Exchange, FlushConfig, MainCf, Profile, QueueName, SpoolState, Time};
+use flushbed_vocab::{Exchange, FlushConfig, Profile, QueueName, SpoolState, Time};
 
 use crate::clients::{self, Begun, Command};
 use crate::invariants;
@@ -519,22 +518,7 @@ impl FaultTarget {
         fs::create_dir_all(&config_dir)?;
         fs::create_dir_all(queue_dir.join("flush"))?;
 
-        let mut main = MainCf::parse(&spec.main_cf, "main.cf")?;
-        let config_text = text(&config_dir)?;
-        main.set("config_directory", &config_text);
-        main.set("queue_directory", &text(&queue_dir)?);
-        let env = Environment {
-            hostname: spec.hostname.clone(),
-            config_directory: config_text,
-        };
-        let config = FlushConfig::from_main_cf(&main, &env)?;
-        for (name, content) in &spec.files {
-            let path = config_dir.join(name);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
-        }
+        let config = crate::target::install_config(spec, &config_dir, &queue_dir)?;
 
         let clock = ManualClock::new(0);
         let sink = RecordingSink::default();
@@ -665,10 +649,4 @@ fn show_spool(spool: &SpoolState) -> String {
         logfiles.join(", "),
         queue_files.join(", ")
     )
-}
-
-fn text(path: &Path) -> anyhow::Result<String> {
-    path.to_str()
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("{}: not a UTF-8 path", path.display()))
 }

@@ -137,26 +137,7 @@ impl SpoolTarget {
         }
         fs::create_dir_all(&config_dir)?;
 
-        // Both directories are the target's own, whatever main.cf says, so
-        // that `$config_directory` names the scenario's files.
-        let mut main = MainCf::parse(&config.main_cf, "main.cf")?;
-        let config_path = path_text(&config_dir)?;
-        main.set("config_directory", &config_path);
-        main.set("queue_directory", &path_text(&queue_dir)?);
-        let env = Environment {
-            hostname: config.hostname.clone(),
-            config_directory: config_path,
-        };
-        let flush_config = FlushConfig::from_main_cf(&main, &env)?;
-
-        fs::write(config_dir.join("main.cf"), main.to_text())?;
-        for (name, content) in &config.files {
-            let path = config_dir.join(name);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
-        }
+        let flush_config = install_config(config, &config_dir, &queue_dir)?;
 
         let clock = ManualClock::new(0);
         let sink = RecordingSink::default();
@@ -207,10 +188,45 @@ fn start_service(
     Ok(service)
 }
 
-fn path_text(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn path_text(path: &Path) -> anyhow::Result<String> {
     path.to_str()
         .map(str::to_string)
         .ok_or_else(|| anyhow::anyhow!("{}: not a UTF-8 path", path.display()))
+}
+
+/// Writes a scenario's configuration into `config_dir` (its `main.cf` and
+/// table files) for a server working on `queue_dir`, and returns what that
+/// server reads from it. Both directories are the target's own, whatever
+/// main.cf says, so that `$config_directory` names the scenario's files; and
+/// `myhostname` is pinned to the scenario's host name, so that a server
+/// process reads what the model reads, whatever host it runs on.
+pub(crate) fn install_config(
+    spec: &ConfigSpec,
+    config_dir: &Path,
+    queue_dir: &Path,
+) -> anyhow::Result<FlushConfig> {
+    let mut main = MainCf::parse(&spec.main_cf, "main.cf")?;
+    let config_path = path_text(config_dir)?;
+    main.set("config_directory", &config_path);
+    main.set("queue_directory", &path_text(queue_dir)?);
+    if main.get("myhostname").is_none() {
+        main.set("myhostname", &spec.hostname);
+    }
+    let env = Environment {
+        hostname: spec.hostname.clone(),
+        config_directory: config_path,
+    };
+    let config = FlushConfig::from_main_cf(&main, &env)?;
+
+    fs::write(config_dir.join("main.cf"), main.to_text())?;
+    for (name, content) in &spec.files {
+        let path = config_dir.join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(config)
 }
 
 impl Target for SpoolTarget {

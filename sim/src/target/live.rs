@@ -981,11 +981,7 @@ pub fn tables_of(spec: &ConfigSpec, config: &FlushConfig) -> Tables {
     }
 }
 
-pub(crate) fn path_text(path: &Path) -> anyhow::Result<String> {
-    path.to_str()
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("{}: not a UTF-8 path", path.display()))
-}
+pub(crate) use super::path_text;
 
 /// Runs one scenario in one profile against a running server; a scenario
 /// for another configuration or another target is skipped.

@@ -34,11 +34,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use flushbed_impl::server::FLUSH_PROCESS_DIED;
 use flushbed_impl::spool::QUEUE_DIRECTORIES;
-use flushbed_vocab::config::Environment;
-use flushbed_vocab::{Exchange, FlushConfig, MainCf, Profile, QueueName, SpoolState, Time};
+use flushbed_vocab::{Exchange, FlushConfig, Profile, QueueName, SpoolState, Time};
 use tracing::{debug, warn};
 
-use super::live::{path_text, result, tables_of, DeathWatch, LiveSetup, LiveTarget};
+use super::live::{result, tables_of, DeathWatch, LiveSetup, LiveTarget};
 use super::Target;
 use crate::lockstep::{self, Outcome, ScenarioResult};
 use crate::scenario::{ConfigSpec, Scenario};
@@ -78,27 +77,7 @@ impl ServeTarget {
                 .with_context(|| format!("making {}", queue_dir.join(name).display()))?;
         }
 
-        // The server reads what the model reads, whatever host it runs on.
-        let mut main = MainCf::parse(&spec.main_cf, "main.cf")?;
-        let config_path = path_text(&config_dir)?;
-        main.set("config_directory", &config_path);
-        main.set("queue_directory", &path_text(&queue_dir)?);
-        if main.get("myhostname").is_none() {
-            main.set("myhostname", &spec.hostname);
-        }
-        let env = Environment {
-            hostname: spec.hostname.clone(),
-            config_directory: config_path,
-        };
-        let config = FlushConfig::from_main_cf(&main, &env)?;
-        fs::write(config_dir.join("main.cf"), main.to_text())?;
-        for (name, content) in &spec.files {
-            let path = config_dir.join(name);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
-        }
+        let config = super::install_config(spec, &config_dir, &queue_dir)?;
 
         // The queue manager's socket is there before the first request.
         let socket = queue_dir.join("public").join("flush");
