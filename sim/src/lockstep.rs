@@ -1779,39 +1779,7 @@ mod tests {
             }
             Ok(exchange)
         }
-        fn plant_queue_file(
-            &mut self,
-            queue_id: &str,
-            queue: QueueName,
-            mode: u32,
-            atime: Time,
-            mtime: Time,
-        ) -> anyhow::Result<()> {
-            self.inner
-                .plant_queue_file(queue_id, queue, mode, atime, mtime)
-        }
-        fn remove_queue_file(&mut self, queue_id: &str) -> anyhow::Result<()> {
-            self.inner.remove_queue_file(queue_id)
-        }
-        fn write_logfile(
-            &mut self,
-            name: &str,
-            content: &[u8],
-            mode: u32,
-            atime: Time,
-            mtime: Time,
-        ) -> anyhow::Result<()> {
-            self.inner.write_logfile(name, content, mode, atime, mtime)
-        }
-        fn remove_logfile(&mut self, name: &str) -> anyhow::Result<()> {
-            self.inner.remove_logfile(name)
-        }
-        fn observe(&mut self) -> anyhow::Result<SpoolState> {
-            self.inner.observe()
-        }
-        fn flush_dir_order(&mut self) -> anyhow::Result<Vec<String>> {
-            self.inner.flush_dir_order()
-        }
+        crate::target::forward_environment!(inner);
         fn observe_changed(&mut self, also: &Paths) -> anyhow::Result<Option<Partial>> {
             if self.reports_touched {
                 self.inner.observe_changed(also)

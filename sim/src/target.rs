@@ -33,6 +33,52 @@ pub mod touched;
 
 use touched::{TouchedFs, TouchedLog};
 
+/// The environment operations of a target that wraps another one (in the
+/// field named), forwarded as they are: planting, removing, observing.
+macro_rules! forward_environment {
+    ($field:ident) => {
+        fn plant_queue_file(
+            &mut self,
+            queue_id: &str,
+            queue: flushbed_vocab::QueueName,
+            mode: u32,
+            atime: flushbed_vocab::Time,
+            mtime: flushbed_vocab::Time,
+        ) -> anyhow::Result<()> {
+            self.$field
+                .plant_queue_file(queue_id, queue, mode, atime, mtime)
+        }
+
+        fn remove_queue_file(&mut self, queue_id: &str) -> anyhow::Result<()> {
+            self.$field.remove_queue_file(queue_id)
+        }
+
+        fn write_logfile(
+            &mut self,
+            name: &str,
+            content: &[u8],
+            mode: u32,
+            atime: flushbed_vocab::Time,
+            mtime: flushbed_vocab::Time,
+        ) -> anyhow::Result<()> {
+            self.$field.write_logfile(name, content, mode, atime, mtime)
+        }
+
+        fn remove_logfile(&mut self, name: &str) -> anyhow::Result<()> {
+            self.$field.remove_logfile(name)
+        }
+
+        fn observe(&mut self) -> anyhow::Result<flushbed_vocab::SpoolState> {
+            self.$field.observe()
+        }
+
+        fn flush_dir_order(&mut self) -> anyhow::Result<Vec<String>> {
+            self.$field.flush_dir_order()
+        }
+    };
+}
+pub(crate) use forward_environment;
+
 /// A flush server under test, with the spool it works on.
 pub trait Target {
     /// A short name for reports (`spool`, `serve`, `postfix`, ...).

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use flushbed_vocab::config::parse_time;
-use flushbed_vocab::{Exchange, FlushConfig, Profile, QueueName, SpoolState, Time};
+use flushbed_vocab::{Exchange, FlushConfig, Profile, Time};
 use tracing::debug;
 
 use super::live::{result, tables_of, DeathWatch, LiveSetup, LiveTarget};
@@ -176,44 +176,7 @@ impl Target for PostfixTarget {
         got.with_context(tail)
     }
 
-    fn plant_queue_file(
-        &mut self,
-        queue_id: &str,
-        queue: QueueName,
-        mode: u32,
-        atime: Time,
-        mtime: Time,
-    ) -> anyhow::Result<()> {
-        self.live
-            .plant_queue_file(queue_id, queue, mode, atime, mtime)
-    }
-
-    fn remove_queue_file(&mut self, queue_id: &str) -> anyhow::Result<()> {
-        self.live.remove_queue_file(queue_id)
-    }
-
-    fn write_logfile(
-        &mut self,
-        name: &str,
-        content: &[u8],
-        mode: u32,
-        atime: Time,
-        mtime: Time,
-    ) -> anyhow::Result<()> {
-        self.live.write_logfile(name, content, mode, atime, mtime)
-    }
-
-    fn remove_logfile(&mut self, name: &str) -> anyhow::Result<()> {
-        self.live.remove_logfile(name)
-    }
-
-    fn observe(&mut self) -> anyhow::Result<SpoolState> {
-        self.live.observe()
-    }
-
-    fn flush_dir_order(&mut self) -> anyhow::Result<Vec<String>> {
-        self.live.flush_dir_order()
-    }
+    super::forward_environment!(live);
 }
 
 /// Waits until the real second has begun for the coarse clock too, and

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use flushbed_impl::server::FLUSH_PROCESS_DIED;
 use flushbed_impl::spool::QUEUE_DIRECTORIES;
-use flushbed_vocab::{Exchange, FlushConfig, Profile, QueueName, SpoolState, Time};
+use flushbed_vocab::{Exchange, FlushConfig, Profile, Time};
 use tracing::{debug, warn};
 
 use super::live::{result, tables_of, DeathWatch, LiveSetup, LiveTarget};
@@ -238,44 +238,7 @@ impl Target for ServeTarget {
         self.live.connect(input, now)
     }
 
-    fn plant_queue_file(
-        &mut self,
-        queue_id: &str,
-        queue: QueueName,
-        mode: u32,
-        atime: Time,
-        mtime: Time,
-    ) -> anyhow::Result<()> {
-        self.live
-            .plant_queue_file(queue_id, queue, mode, atime, mtime)
-    }
-
-    fn remove_queue_file(&mut self, queue_id: &str) -> anyhow::Result<()> {
-        self.live.remove_queue_file(queue_id)
-    }
-
-    fn write_logfile(
-        &mut self,
-        name: &str,
-        content: &[u8],
-        mode: u32,
-        atime: Time,
-        mtime: Time,
-    ) -> anyhow::Result<()> {
-        self.live.write_logfile(name, content, mode, atime, mtime)
-    }
-
-    fn remove_logfile(&mut self, name: &str) -> anyhow::Result<()> {
-        self.live.remove_logfile(name)
-    }
-
-    fn observe(&mut self) -> anyhow::Result<SpoolState> {
-        self.live.observe()
-    }
-
-    fn flush_dir_order(&mut self) -> anyhow::Result<Vec<String>> {
-        self.live.flush_dir_order()
-    }
+    super::forward_environment!(live);
 }
 
 /// Runs one scenario in one profile against a fresh `program serve`.
